@@ -1,0 +1,43 @@
+# Two commands: `make demo` and `make test`. Both set up everything first.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+UV_VER  := 0.13.9
+UV      := $(PY) -m uv
+# CPU torch: from the local wheel directory when PIP_FIND_LINKS names one, else PyTorch's CPU index.
+TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu)
+DATA    := data/evals_prompts.parquet
+
+.PHONY: setup data demo test bench lock clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==$(UV_VER)"
+	@test -x $(VPY) || $(UV) venv --quiet --python $(PY) $(VENV)
+	$(UV) pip install --quiet --python $(VPY) $(TORCH_SRC) -r requirements.lock
+	$(UV) pip install --quiet --python $(VPY) --no-deps -e .
+	@touch $@
+
+data: $(DATA)
+
+$(DATA): | $(VENV)/.installed
+	$(VPY) infra/data/fetch_evals.py --out $(DATA)
+
+demo: setup data
+	HF_HUB_OFFLINE=1 $(VENV)/bin/curate build examples/instructions.yaml
+
+test: setup data
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest
+
+bench: setup data
+	HF_HUB_OFFLINE=1 $(VPY) bench/embed.py
+
+# Re-pin every dependency (run after editing pyproject.toml's dependencies).
+lock:
+	echo "torch==2.13.0+cpu" > /tmp/curation-constraints.txt
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 $(TORCH_SRC) \
+		-c /tmp/curation-constraints.txt -o requirements.lock
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,30 @@
+"""The Embedder interface: texts (or rows) in, float32 (n, d) vectors out.
+
+An embedder's ``id`` names the exact vector space it produces (model + settings that change the
+vectors); the embedding cache is keyed by ``(content hash, id)`` so switching models or settings
+never mixes vectors. Embedders are cheap to construct and to pickle (Ray ships them to actors):
+heavy models are loaded lazily, once per process, and never stored on the instance.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+
+class Embedder(ABC):
+    """Turns a batch of texts into row-aligned float32 vectors."""
+
+    @property
+    @abstractmethod
+    def id(self) -> str:
+        """A stable identifier of the vector space (used in cache keys and manifests)."""
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns a C-contiguous float32 array of shape (len(texts), dim)."""
+
+    def set_threads(self, n: int) -> None:  # noqa: B027 - optional hook
+        """Limit the intra-op threads this process uses (for one Ray actor per core budget)."""

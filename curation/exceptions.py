@@ -1,0 +1,19 @@
+"""Exceptions with messages that name the field, the value and the fix."""
+
+from __future__ import annotations
+
+
+class CurationError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidParameterError(CurationError, ValueError):
+    """A hyperparameter or recipe value is out of its allowed range or set."""
+
+
+class DataError(CurationError, ValueError):
+    """The input data cannot be used as the recipe describes (missing column, empty source, ...)."""
+
+
+class RecipeError(CurationError, ValueError):
+    """The recipe failed validation; the message lists every offending field."""

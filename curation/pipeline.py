@@ -1,0 +1,191 @@
+"""The stages of a build as plain functions: ingest, embed, cluster, select, assemble.
+
+No Prefect and no Ray here: ``flows/`` wires these into a Prefect flow and supplies the
+parallel ``map_chunks`` for embedding (Ray actors). From a notebook the same functions run
+serially.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from curation.cluster import FaissKMeans
+from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
+from curation.exceptions import DataError
+from curation.ingest import check_unique_ids, combine, normalize_batch
+from curation.progress import progress
+from curation.recipe import Recipe, SourceConfig
+from curation.select import build_selector
+from curation.types import Pool, Selection
+
+STAGING_COLUMNS = ("__text", "__label")
+MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
+
+
+def stage_seeds(seed: int) -> dict[str, np.random.Generator]:
+    """One independent, reproducible stream per stage, derived from the recipe's root seed."""
+    cluster, select = np.random.SeedSequence(seed).spawn(2)
+    return {"cluster": np.random.default_rng(cluster), "select": np.random.default_rng(select)}
+
+
+# ---------------------------------------------------------------------------------------- ingest
+def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Sequence[str],
+                *, connector_skipped: Counter | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Normalise every batch of one source (see :mod:`curation.ingest`).
+
+    Raises:
+        DataError: the source yields no rows, or no usable row.
+    """
+    parts = []
+    total = 0
+    with progress(0, f"reading {source.name}", unit="rows") as bar:
+        for table in batches:
+            total += table.num_rows
+            parts.append(normalize_batch(table, source, groups))
+            bar(table.num_rows)
+    if total == 0:
+        bad = sum((connector_skipped or Counter()).values())
+        extra = f" ({bad} undecodable lines skipped)" if bad else ""
+        raise DataError(f"source {source.name!r} is empty: {source.path!r} holds no rows{extra}.")
+    items, skipped = combine(parts, hashed_ids=source.id is None)
+    if items.height == 0:
+        reasons = dict(Counter(skipped["reason"].to_list()))
+        raise DataError(f"source {source.name!r} has no usable rows: all {total} were skipped ({reasons}).")
+    return items, skipped
+
+
+def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """All sources' items (ids unique across sources) and skipped rows."""
+    items = pl.concat([p[0] for p in parts], how="diagonal_relaxed")
+    skipped = pl.concat([p[1] for p in parts], how="diagonal_relaxed")
+    check_unique_ids(items)
+    return items, skipped
+
+
+# ----------------------------------------------------------------------------------------- embed
+def serial_map(embedder: Embedder) -> MapChunks:
+    """The in-process ``map_chunks``: embed chunk after chunk."""
+    def run(chunks: list[list[str]]) -> Iterator[np.ndarray]:
+        for chunk in chunks:
+            yield embedder.embed(chunk)
+    return run
+
+
+def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache: EmbeddingCache | None,
+                map_chunks: MapChunks, chunk_size: int = 1024) -> tuple[np.ndarray, dict[str, int]]:
+    """Embed ``texts``, reusing cached vectors; returns (X (n, d), counts).
+
+    Only texts whose content key is not in the cache are embedded, each distinct text once.
+    They are sorted by length before chunking so each forward pass pads little (the same trick
+    ``SentenceTransformer.encode`` uses inside one call). Each finished chunk goes to the cache
+    at once, so an interrupted run resumes where it stopped.
+    """
+    keys = np.array([content_key(t) for t in texts], dtype=object)
+    found, cached = cache.get(keys) if cache is not None else (np.zeros(len(keys), bool), None)
+    missing_keys, first = np.unique(keys[~found], return_index=True)
+    missing_pos = np.flatnonzero(~found)[first]
+    order = sorted(range(len(missing_pos)), key=lambda i: -len(texts[missing_pos[i]]))
+    chunks_idx = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
+    chunks = [[texts[missing_pos[i]] for i in c] for c in chunks_idx]
+    new: dict[str, np.ndarray] = {}
+    with progress(len(missing_pos), "embedding", unit="texts") as bar:
+        for idx, vecs in zip(chunks_idx, map_chunks(chunks)):
+            ks = [missing_keys[i] for i in idx]
+            new.update(zip(ks, vecs))
+            if cache is not None:
+                cache.put(ks, vecs)
+            bar(len(idx))
+    dim = cached.shape[1] if cached is not None else (next(iter(new.values())).shape[0] if new else 0)
+    X = np.zeros((len(texts), dim), dtype=np.float32)
+    if cached is not None:
+        X[found] = cached
+    for i in np.flatnonzero(~found):
+        X[i] = new[keys[i]]
+    return X, {"texts": len(texts), "cached": int(found.sum()), "embedded": len(missing_pos)}
+
+
+def embed_tabular(items: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Feature-encode tabular items; returns (X, encoder id)."""
+    enc = TabularEncoder(features).fit(items)
+    return enc.transform(items), enc.id
+
+
+# --------------------------------------------------------------------------------------- cluster
+def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
+    """faiss k-means labels for every row plus facts for the manifest."""
+    cfg = recipe.cluster
+    spherical = cfg.spherical if cfg.spherical is not None else (recipe.is_text and recipe.embed.normalize)
+    km = FaissKMeans(cfg.k, niter=cfg.niter, spherical=spherical, max_points_per_centroid=cfg.max_points_per_centroid)
+    with progress(len(X), f"clustering (k={cfg.k})", unit="rows") as bar:
+        km.fit(X, rng=rng, progress=bar)
+    sizes = np.bincount(km.labels_, minlength=cfg.k)
+    return km.labels_, {"k": cfg.k, "spherical": spherical, "inertia": km.inertia_,
+                        "sizes": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())}}
+
+
+# ---------------------------------------------------------------------------------------- select
+def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None) -> Pool:
+    """A Pool from items (group codes in sorted group-name order, so they are stable)."""
+    names, codes = np.unique(items["group"].to_numpy().astype(str), return_inverse=True)
+    lab = items["__label"].to_numpy() if "__label" in items.columns else None
+    return Pool(ids=items["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
+                groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels, labels=lab)
+
+
+def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
+    """Run the recipe's selector on the pool."""
+    selector = build_selector(recipe.select.method, **recipe.select.params())
+    return selector.select(pool, recipe.select.budget, rng=rng)
+
+
+# -------------------------------------------------------------------------------------- assemble
+def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
+             groups: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(published rows, report rows).
+
+    Published rows are the selected items, in pick order, with all their source columns plus
+    ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report has one row per
+    candidate, including rows skipped at ingestion.
+    """
+    n = len(pool)
+    rank = np.full(n, -1, dtype=np.int64)
+    rank[selection.indices] = np.arange(len(selection.indices))
+    reasons = selection.reasons if selection.reasons is not None else np.where(rank >= 0, "selected", "not selected")
+    clusters = pool.clusters if pool.clusters is not None else np.full(n, -1)
+    fields = pl.DataFrame({
+        "cluster": pl.Series(clusters, dtype=pl.Int64),
+        "selected_rank": pl.Series(rank, dtype=pl.Int64),
+        "reason": pl.Series([str(r) for r in reasons], dtype=pl.String),
+    }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
+    if selection.scores is not None:
+        fields = fields.with_columns(pl.Series("score", selection.scores, dtype=pl.Float64))
+    full = pl.concat([items, fields], how="horizontal")
+    data = (full.filter(pl.col("selected_rank").is_not_null()).sort("selected_rank")
+            .drop([c for c in STAGING_COLUMNS if c in full.columns]))
+    front = ["id", "source", "group", "cluster", "selected_rank", "reason"]
+    data = data.select(front + [c for c in data.columns if c not in front])
+
+    base_cols = ["id", "source", "group", *[c for c in groups if c in full.columns]]
+    report = full.select(
+        *base_cols,
+        *([pl.col("__label").alias("label")] if "__label" in full.columns else []),
+        "cluster",
+        pl.col("selected_rank").is_not_null().alias("selected"),
+        "selected_rank",
+        *(["score"] if "score" in full.columns else []),
+        "reason",
+    )
+    if skipped.height:
+        sk = skipped.select(
+            *[c for c in base_cols if c in skipped.columns],
+            pl.lit(False).alias("selected"),
+            ("skipped: " + pl.col("reason")).alias("reason"),
+        )
+        report = pl.concat([report, sk], how="diagonal_relaxed")
+    return data, report

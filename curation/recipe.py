@@ -1,0 +1,227 @@
+"""The recipe: a validated pydantic model loaded from YAML.
+
+Bad or unknown fields fail before any work with one line per problem, naming the field, the
+value and what is allowed. ``overrides`` (``--set a.b=c`` on the CLI) are applied to the raw
+mapping before validation, so they are validated like everything else.
+
+Example::
+
+    name: reviews-mix
+    seed: 1
+    sources:
+      - {name: reviews, kind: files, path: data/reviews.parquet, id: doc_id, text: text, label: label}
+    groups: [lang]
+    embed: {model: all-MiniLM-L6-v2}
+    cluster: {k: 32}
+    select: {method: stratified, budget: 1200, mode: equal}
+    output: {root: out}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curation.exceptions import CurationError, RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """One input source. Exactly one of ``text`` or ``features`` is given."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = "files"
+    path: str | list[str]
+    format: str | None = None  # parquet | jsonl | csv; inferred from the file extension when None
+    id: str | None = None
+    text: str | None = None
+    features: list[str] | None = None
+    label: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _text_xor_features(self) -> SourceConfig:
+        if (self.text is None) == (self.features is None):
+            raise ValueError("give exactly one of `text` (a text column) or `features` (a list of feature columns)")
+        if self.features is not None and not self.features:
+            raise ValueError("`features` must name at least one column")
+        return self
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("parquet", "jsonl", "csv"):
+            raise ValueError(f"format must be one of 'parquet', 'jsonl', 'csv'; got {v!r}")
+        return v
+
+
+class EmbedConfig(_Strict):
+    """Text embedder settings (tabular sources use the feature encoder instead)."""
+
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = Field(default=64, gt=0)
+    normalize: bool = True
+    max_seq_length: int | None = Field(default=None, gt=0)
+    chunk_size: int = Field(default=1024, gt=0, description="texts per Ray task")
+    actors: int | None = Field(default=None, gt=0, description="Ray embedding actors (default: cpus // threads)")
+    threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads per actor (default: all cpus)")
+    cache_dir: str | None = None  # default: <output.root>/.cache/embeddings
+
+
+class ClusterConfig(_Strict):
+    k: int = Field(default=32, gt=0)
+    niter: int = Field(default=20, gt=0)
+    spherical: bool | None = None  # default: True when embeddings are normalised text vectors
+    max_points_per_centroid: int = Field(default=256, gt=0)
+
+
+class SelectConfig(BaseModel):
+    """``method`` and ``budget``; every other key is the selector's own setting."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: str
+    budget: int
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _selector_accepts(self) -> SelectConfig:
+        from curation.select import build_selector
+
+        if self.budget <= 0:
+            raise ValueError(f"budget must be > 0; got {self.budget}")
+        try:
+            build_selector(self.method, **self.params())
+        except CurationError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class OutputConfig(_Strict):
+    root: str = "out"
+    rows_per_shard: int = Field(default=100_000, gt=0)
+
+
+class Recipe(_Strict):
+    """A whole curation job."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    sources: list[SourceConfig] = Field(min_length=1)
+    groups: list[str] = []
+    embed: EmbedConfig = EmbedConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    select: SelectConfig
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> Recipe:
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"source names must be unique; {dup[0]!r} appears more than once")
+        kinds = {"text" if s.text else "tabular" for s in self.sources}
+        if len(kinds) > 1:
+            raise ValueError("all sources must be text sources or all tabular sources, not a mix")
+        return self
+
+    @property
+    def is_text(self) -> bool:
+        return self.sources[0].text is not None
+
+    def canonical_json(self) -> str:
+        """The resolved recipe as canonical JSON (sorted keys): what the manifest hashes."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"select.budget=500"`` -> (["select", "budget"], 500). Values are parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r} must look like a.b=value, e.g. select.budget=500")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise RecipeError(f"--set {text!r} has an empty key")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[path[0]][path[1]]... = value``; list items are addressed by index (sources.0.path)."""
+    node: Any = data
+    for i, key in enumerate(path[:-1]):
+        if isinstance(node, list):
+            node = node[_index(key, len(node), path[: i + 1])]
+        else:
+            node = node.setdefault(key, {})
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(last, len(node), path)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise RecipeError(f"--set {'.'.join(path)}: {'.'.join(path[:-1])} is not a mapping")
+
+
+def _index(key: str, n: int, path: list[str]) -> int:
+    if not key.lstrip("-").isdigit() or not -n <= int(key) < n:
+        raise RecipeError(f"--set {'.'.join(path)}: {key!r} is not an index of a list of {n} items")
+    return int(key)
+
+
+def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
+    """One line per problem: ``field 'a.b' = value: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  - {loc}: unknown field (value {err['input']!r}). Remove it or check the spelling.")
+        elif err["type"] == "missing":
+            lines.append(f"  - {loc}: required field is missing.")
+        else:
+            shown = err.get("input")
+            if isinstance(shown, dict):
+                shown = {k: v for k, v in shown.items() if not isinstance(v, (dict, list))}
+            lines.append(f"  - {loc or '(recipe)'} = {shown!r}: {msg}")
+    return "invalid recipe:\n" + "\n".join(lines)
+
+
+def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] = ()) -> Recipe:
+    """Load, override and validate a recipe (a YAML path or an already-parsed mapping).
+
+    Relative ``sources[].path`` stay relative to the current directory (as the user typed them).
+
+    Raises:
+        RecipeError: a missing file, bad YAML, or any validation problem (all listed at once).
+    """
+    if isinstance(source, dict):
+        data = json.loads(json.dumps(source))
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise RecipeError(f"recipe file {str(p)!r} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"recipe {str(p)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe must be a YAML mapping with name, sources, select, ...")
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, data)) from None

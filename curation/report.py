@@ -1,0 +1,121 @@
+"""Selection reports: the summary tables, aligned printing and SQL over a version.
+
+``report.parquet`` has one row per candidate: ``id, source, group, <group columns>, label,
+cluster, selected, selected_rank, reason``. Rows skipped at ingestion (null or non-UTF-8 text,
+duplicate content) are there too, with ``selected = false``, no cluster and the skip reason.
+
+The summary answers "is every group represented?" at a glance:
+
+* ``groups``: per group, pool count and share before selection, selected count and share after;
+* ``clusters``: clusters represented in the selection / total (coverage);
+* ``budget``: budget, selected, usable pool, skipped rows by reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from curation.publish import resolve_version
+
+
+def summarize(report: pl.DataFrame, *, budget: int, k: int | None) -> dict[str, Any]:
+    """Summary tables (lists of row dicts) from a report table."""
+    usable = report.filter(pl.col("cluster").is_not_null())  # skipped rows have no cluster
+    pool_n = usable.height
+    sel_n = int(report["selected"].sum())
+    groups = (
+        usable.group_by("group")
+        .agg(pl.len().alias("pool"), pl.col("selected").sum().alias("selected"))
+        .with_columns(
+            (pl.col("pool") / max(pool_n, 1)).round(4).alias("pool_share"),
+            (pl.col("selected") / max(sel_n, 1)).round(4).alias("selected_share"),
+        )
+        .select("group", "pool", "pool_share", "selected", "selected_share")
+        .sort(["selected", "group"], descending=[True, False])
+    )
+    covered = report.filter(pl.col("selected"))["cluster"].n_unique() if sel_n else 0
+    skipped = (
+        report.filter(pl.col("cluster").is_null() & ~pl.col("selected"))
+        .group_by("reason").agg(pl.len().alias("rows")).sort("reason")
+    )
+    return {
+        "budget": {
+            "budget": budget,
+            "selected": sel_n,
+            "pool": pool_n,
+            "budget_used": round(sel_n / budget, 4) if budget else 0.0,
+            "skipped": {r["reason"]: r["rows"] for r in skipped.to_dicts()},
+        },
+        "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None},
+        "groups": groups.to_dicts(),
+    }
+
+
+def format_table(rows: Sequence[dict[str, Any]] | pl.DataFrame, *, max_rows: int | None = None) -> str:
+    """An aligned plain-text table (numbers right-aligned), never truncating columns."""
+    df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows))
+    if df.width == 0:
+        return "(no rows)"
+    shown = df if max_rows is None else df.head(max_rows)
+    cells = [[_fmt(v) for v in row] for row in shown.iter_rows()]
+    numeric = [dt.is_numeric() for dt in shown.dtypes]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(shown.columns)]
+
+    def line(vals: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(vals, widths, numeric)).rstrip()
+
+    out = [line(shown.columns), line(["-" * w for w in widths])] + [line(r) for r in cells]
+    if max_rows is not None and df.height > max_rows:
+        out.append(f"... {df.height - max_rows} more rows")
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=str)
+    return str(v)
+
+
+def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
+    """The human summary of a version: budget, cluster coverage, groups before/after."""
+    s = manifest["summary"]
+    b = s["budget"]
+    head = [
+        f"dataset {manifest['name']} {manifest['version']}  (seed {manifest['seed']}, method {manifest['recipe']['select']['method']})",
+        "",
+        format_table([{"budget": b["budget"], "selected": b["selected"], "pool": b["pool"], "budget_used": b["budget_used"],
+                       "skipped": sum(b["skipped"].values())}]),
+    ]
+    if b["skipped"]:
+        head.append("skipped rows: " + ", ".join(f"{k}={v}" for k, v in b["skipped"].items()))
+    c = s["clusters"]
+    if c.get("k"):
+        head += ["", f"clusters covered: {c['covered']} / {c['k']} ({c['coverage']:.1%})"]
+    head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
+    t = manifest.get("timings", {})
+    if t:
+        head += ["", "stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in t.items())]
+    return "\n".join(head)
+
+
+def load_manifest(dataset_dir: str | Path, version: str | None = None) -> dict[str, Any]:
+    return json.loads((resolve_version(dataset_dir, version) / "manifest.json").read_text())
+
+
+def query(dataset_dir: str | Path, sql: str, version: str | None = None) -> pl.DataFrame:
+    """Run polars SQL over the tables ``report`` (one row per candidate) and ``selected``."""
+    v = resolve_version(dataset_dir, version)
+    ctx = pl.SQLContext(
+        report=pl.scan_parquet(v / "report.parquet"),
+        selected=pl.scan_parquet(str(v / "data" / "*.parquet")),
+    )
+    return ctx.execute(sql, eager=True)

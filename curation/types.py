@@ -1,0 +1,89 @@
+"""The few value types every stage exchanges.
+
+Rows are referred to by position (an int index into the pool) plus a stable string ``id``.
+Invariants are checked on construction so a malformed pool fails where it is made, not deep
+inside a selector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """Candidates for selection, row-aligned.
+
+    Attributes:
+        ids: (n,) unique string ids.
+        embeddings: (n, d) float32 C-contiguous vectors (may be (n, 0) when a selector needs none).
+        groups: (n,) int codes into ``group_names`` (all zeros and ``("*",)`` when ungrouped).
+        group_names: the name of each group code; an intersectional group is "a|b".
+        clusters: (n,) int cluster ids, or None before clustering.
+        labels: (n,) labels, or None when the source has none.
+
+    >>> p = Pool(ids=np.array(["a", "b"]), embeddings=np.zeros((2, 3), np.float32),
+    ...          groups=np.array([0, 1]), group_names=("x", "y"))
+    >>> len(p), p.group_sizes().tolist()
+    (2, [1, 1])
+    """
+
+    ids: np.ndarray
+    embeddings: np.ndarray
+    groups: np.ndarray
+    group_names: tuple[str, ...]
+    clusters: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
+            raise ValueError(f"embeddings must have shape (n={n}, d); got {self.embeddings.shape}")
+        if len(self.groups) != n:
+            raise ValueError(f"groups has {len(self.groups)} rows but ids has {n}")
+        if n and (self.groups.min() < 0 or self.groups.max() >= len(self.group_names)):
+            raise ValueError(f"group codes must lie in [0, {len(self.group_names)}); got {self.groups.min()}..{self.groups.max()}")
+        for name in ("clusters", "labels"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != n:
+                raise ValueError(f"{name} has {len(arr)} rows but ids has {n}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def group_sizes(self) -> np.ndarray:
+        """Rows per group code, shape (len(group_names),)."""
+        return np.bincount(self.groups, minlength=len(self.group_names))
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a selector chose, and why.
+
+    Attributes:
+        indices: (budget,) distinct positions into the pool, in pick order.
+        reasons: (n,) one human-readable reason per pool row (selected or not), or None to let
+            the caller write a generic one.
+        scores: optional (n,) per-row score the selector used (NaN where unscored).
+        info: small JSON-able facts for the summary (e.g. per-group quotas).
+    """
+
+    indices: np.ndarray
+    reasons: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.indices.ndim != 1:
+            raise ValueError(f"indices must be 1-D; got shape {self.indices.shape}")
+        if len(np.unique(self.indices)) != len(self.indices):
+            raise ValueError("indices contain duplicates")
+
+    def mask(self, n: int) -> np.ndarray:
+        """Boolean (n,) mask of the selected rows."""
+        m = np.zeros(n, dtype=bool)
+        m[self.indices] = True
+        return m
