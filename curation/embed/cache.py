@@ -32,32 +32,35 @@ class EmbeddingCache:
         self.dir = Path(root) / hashlib.sha256(embedder_id.encode()).hexdigest()[:24]
 
     def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Look up ``keys``; returns (found mask (n,), vectors (n_found, d) in key order)."""
+        """Look up ``keys``; returns (found mask (n,), vectors (n_found, d) in key order).
+
+        Repeated keys are all found (the same text appearing twice in a pool).
+        """
         keys = np.asarray(keys, dtype=object)
         found = np.zeros(len(keys), dtype=bool)
         parts = sorted(self.dir.glob("part-*.parquet")) if self.dir.is_dir() else []
         if not parts or not len(keys):
             return found, None
-        pos = {k: i for i, k in enumerate(keys)}
-        out: np.ndarray | None = None
+        uniq, inverse = np.unique(keys.astype(str), return_inverse=True)
+        pos = {k: i for i, k in enumerate(uniq)}
+        vectors: np.ndarray | None = None
+        have = np.zeros(len(uniq), dtype=bool)
         for part in parts:
             table = pq.read_table(part)
-            part_keys = table.column("key").to_pylist()
-            rows = [(j, pos[k]) for j, k in enumerate(part_keys) if k in pos]
+            rows = [(j, pos[k]) for j, k in enumerate(table.column("key").to_pylist()) if k in pos]
             if not rows:
                 continue
             vec = table.column("vector").combine_chunks()
-            dim = vec.type.list_size
-            flat = vec.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-            if out is None:
-                out = np.zeros((len(keys), dim), dtype=np.float32)
-            src = np.array([r[0] for r in rows])
-            dst = np.array([r[1] for r in rows])
-            out[dst] = flat[src]
-            found[dst] = True
-        if out is None:
+            flat = vec.values.to_numpy(zero_copy_only=False).reshape(-1, vec.type.list_size)
+            if vectors is None:
+                vectors = np.zeros((len(uniq), flat.shape[1]), dtype=np.float32)
+            src, dst = np.array(rows).T
+            vectors[dst] = flat[src]
+            have[dst] = True
+        if vectors is None:
             return found, None
-        return found, np.ascontiguousarray(out[found])
+        found = have[inverse]
+        return found, np.ascontiguousarray(vectors[inverse[found]])
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store ``vectors`` (row-aligned with ``keys``) as one new part."""

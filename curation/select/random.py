@@ -78,6 +78,9 @@ class StratifiedSelector(Selector, name="stratified"):
 
     def quotas(self, pool: Pool, budget: int) -> np.ndarray:
         """Per-group counts that sum to ``budget`` (see the module docstring)."""
+        return allocate(self._weights(pool), budget, pool.group_sizes(), self.min_per_group)
+
+    def _weights(self, pool: Pool) -> np.ndarray:
         sizes = pool.group_sizes()
         if self.mode == "proportional":
             weights = sizes.astype(np.float64)
@@ -92,7 +95,7 @@ class StratifiedSelector(Selector, name="stratified"):
                     f"Groups: {', '.join(pool.group_names[:20])}{' ...' if len(pool.group_names) > 20 else ''}."
                 )
             weights = np.array([float(self.shares.get(g, 0.0)) for g in pool.group_names])
-        return allocate(weights, budget, sizes, self.min_per_group)
+        return weights
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
         quotas = self.quotas(pool, budget)
@@ -113,8 +116,10 @@ class StratifiedSelector(Selector, name="stratified"):
             mask = pool.groups == g
             reasons[mask & chosen] = f"stratified ({self.mode}): drawn for group {name!r}, quota {q} of {s}"
             reasons[mask & ~chosen] = f"stratified ({self.mode}): not drawn, group {name!r} quota {q} of {s} filled"
+        # Groups that could not fill the quota they would get with unlimited rows ("gave all it had").
+        ideal = allocate(self._weights(pool), budget, np.full(len(sizes), budget), self.min_per_group)
         info: dict[str, Any] = {
             "quotas": {name: int(q) for name, q in zip(pool.group_names, quotas)},
-            "short_groups": [name for name, q, s in zip(pool.group_names, quotas, sizes) if q == s and s > 0],
+            "short_groups": [name for name, i, s in zip(pool.group_names, ideal, sizes) if i > s],
         }
         return Selection(indices=idx, reasons=reasons, info=info)

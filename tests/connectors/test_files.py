@@ -1,0 +1,111 @@
+"""The files connector and the plugin registry."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from connectors import Connector, FilesConnector, known_connectors, load_connector
+
+
+def src(path, **kw):
+    base = dict(name="s", path=path, format=None, id=None, text="text", features=None, label=None, limit=None)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def rows(conn) -> list[dict]:
+    return pa.concat_tables(list(conn.iter_batches())).to_pylist()
+
+
+def test_reads_parquet_jsonl_csv_alike(tmp_path):
+    df = pl.DataFrame({"id": ["a", "b"], "text": ["hello", "wörld"], "lang": ["en", "de"]})
+    df.write_parquet(tmp_path / "x.parquet")
+    df.write_ndjson(tmp_path / "x.jsonl")
+    df.write_csv(tmp_path / "x.csv")
+    for ext in ("parquet", "jsonl", "csv"):
+        got = rows(FilesConnector(src(str(tmp_path / f"x.{ext}"))))
+        texts = [r["text"].decode() if isinstance(r["text"], bytes) else r["text"] for r in got]
+        assert texts == ["hello", "wörld"] and [r["lang"] for r in got] == ["en", "de"], ext
+
+
+def test_glob_list_and_directory_units_are_sorted(tmp_path):
+    for i in (2, 0, 1):
+        pl.DataFrame({"text": [f"t{i}"]}).write_parquet(tmp_path / f"p{i}.parquet")
+    assert [u.rsplit("/", 1)[1] for u in FilesConnector(src(str(tmp_path / "p*.parquet"))).units()] == ["p0.parquet", "p1.parquet", "p2.parquet"]
+    assert len(FilesConnector(src([str(tmp_path / "p0.parquet"), str(tmp_path / "p1.parquet")])).units()) == 2
+    assert len(FilesConnector(src(str(tmp_path))).units()) == 3
+
+
+def test_sharding_covers_every_unit_exactly_once(tmp_path):
+    for i in range(5):
+        pl.DataFrame({"text": [f"t{i}"]}).write_parquet(tmp_path / f"p{i}.parquet")
+    conn = FilesConnector(src(str(tmp_path / "*.parquet")))
+    seen = [r["text"] for k in range(3) for t in conn.iter_batches(k, 3) for r in t.to_pylist()]
+    assert sorted(seen) == [f"t{i}" for i in range(5)]
+
+
+def test_limit_stops_early(tmp_path):
+    pl.DataFrame({"text": [str(i) for i in range(100)]}).write_parquet(tmp_path / "x.parquet")
+    assert len(rows(FilesConnector(src(str(tmp_path / "x.parquet"), limit=7)))) == 7
+
+
+def test_missing_file_and_empty_glob_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"sources\[s\]\.path: file '.*nope\.parquet' does not exist"):
+        FilesConnector(src(str(tmp_path / "nope.parquet"))).units()
+    with pytest.raises(FileNotFoundError, match=r"no file matches the glob"):
+        FilesConnector(src(str(tmp_path / "*.csv"))).units()
+
+
+def test_jsonl_skips_and_counts_bad_lines(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"text": "ok"}\n{not json\n' + b'{"text": "bad \xff\xfe"}\n' + b'[1, 2]\n{"text": "ok2"}\n')
+    conn = FilesConnector(src(str(p)))
+    assert [r["text"] for r in rows(conn)] == ["ok", "ok2"]
+    assert conn.skipped == {"malformed_json": 2, "invalid_utf8": 1}
+
+
+def test_csv_keeps_bad_bytes_in_text_for_ingestion_to_skip(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_bytes(b"id,text\n1,fine\n2,bad \xff here\n")
+    got = rows(FilesConnector(src(str(p))))
+    assert got[1]["text"] == b"bad \xff here"  # bytes: ingestion decides (and counts) the skip
+
+
+def test_fingerprints_hash_file_contents(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("text\na\n")
+    fp1 = FilesConnector(src(str(p))).fingerprints()[0]
+    p.write_text("text\nb\n")
+    fp2 = FilesConnector(src(str(p))).fingerprints()[0]
+    assert fp1["bytes"] == fp2["bytes"] and fp1["sha256"] != fp2["sha256"]
+
+
+def test_registry_and_entry_point():
+    assert "files" in known_connectors()
+    assert load_connector("files") is FilesConnector
+    with pytest.raises(KeyError, match=r"Unknown connector kind 'ftp'\. Known kinds: files"):
+        load_connector("ftp")
+
+    class Memory(Connector, name="memory-test"):
+        def units(self):
+            return ["m"]
+
+        def _read_unit(self, unit):
+            yield pa.table({"text": ["x"]})
+
+    try:
+        assert load_connector("memory-test") is Memory
+    finally:
+        Connector.registry.pop("memory-test")
+
+
+def test_files_is_declared_as_an_entry_point():
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep.value for ep in entry_points(group="curation.connectors")}
+    assert eps.get("files") == "connectors.files:FilesConnector"
+    assert json.dumps(eps)  # plain strings

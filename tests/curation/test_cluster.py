@@ -1,0 +1,51 @@
+"""faiss k-means: known answers, reference equivalence, seeds, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from curation.cluster import FaissKMeans
+from curation.exceptions import DataError
+
+
+def test_two_obvious_clusters(seed):
+    X = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+    km = FaissKMeans(2).fit(X, rng=np.random.default_rng(seed))
+    assert len(set(km.labels_[:3])) == 1 and len(set(km.labels_[3:])) == 1 and km.labels_[0] != km.labels_[3]
+    centroids = sorted(km.centroids_.tolist())
+    np.testing.assert_allclose(centroids, [[1 / 3, 1 / 3], [31 / 3, 31 / 3]], rtol=1e-5)
+
+
+def test_matches_a_numpy_lloyd_reference_from_the_same_start():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c, 0.5, (100, 4)) for c in (0, 5, 10)]).astype(np.float32)
+    km = FaissKMeans(3, niter=25).fit(X, rng=np.random.default_rng(1))
+    # Lloyd from faiss's own centroids must be a fixed point: re-assigning and averaging moves nothing
+    labels = ((X[:, None, :] - km.centroids_[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(labels, km.labels_)
+    means = np.stack([X[labels == j].mean(0) for j in range(3)])
+    np.testing.assert_allclose(means, km.centroids_, atol=1e-4)
+
+
+def test_same_seed_same_clusters_and_sampled_fit():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 8)).astype(np.float32)
+    a = FaissKMeans(10, max_points_per_centroid=50).fit(X, rng=np.random.default_rng(3))  # fits on 500 points
+    b = FaissKMeans(10, max_points_per_centroid=50).fit(X, rng=np.random.default_rng(3))
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert len(a.labels_) == 5000 and set(a.labels_) == set(range(10))  # every point assigned
+
+
+def test_spherical_on_unit_vectors():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 16)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    km = FaissKMeans(4, spherical=True).fit(X, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(np.linalg.norm(km.centroids_, axis=1), 1, rtol=1e-4)
+    np.testing.assert_array_equal(km.labels_, (X @ km.centroids_.T).argmax(1))
+
+
+def test_k_larger_than_pool_is_a_clear_error():
+    with pytest.raises(DataError, match=r"cluster\.k=10 is larger than the pool \(3 items\)\. Set cluster\.k to at most 3"):
+        FaissKMeans(10).fit(np.zeros((3, 2), np.float32), rng=np.random.default_rng(0))

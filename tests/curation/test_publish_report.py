@@ -1,0 +1,95 @@
+"""Versioned publishing (atomic, checksummed, byte-stable) and report queries."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import polars as pl
+import pytest
+
+from curation.exceptions import CurationError
+from curation.publish import latest_version, list_versions, publish_version, resolve_version, verify_version
+from curation.report import format_table, query, summarize
+
+
+def report_frame():
+    return pl.DataFrame({
+        "id": ["a", "b", "c", "d", "e"],
+        "source": ["s"] * 5,
+        "group": ["x", "x", "y", "y", "x"],
+        "cluster": [0, 1, 1, None, 0],
+        "selected": [True, False, True, False, False],
+        "selected_rank": [0, None, 1, None, None],
+        "reason": ["r", "r", "r", "skipped: null_text", "r"],
+    })
+
+
+def test_publish_layout_checksums_and_latest(tmp_path):
+    data = pl.DataFrame({"id": [str(i) for i in range(25)], "v": list(range(25))})
+    v1 = publish_version(tmp_path / "ds", data, report_frame(), {"name": "ds"}, rows_per_shard=10)
+    assert v1.name == "v0001" and (tmp_path / "ds" / "LATEST").read_text().strip() == "v0001"
+    assert sorted(p.name for p in (v1 / "data").iterdir()) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    manifest = json.loads((v1 / "manifest.json").read_text())
+    assert manifest["parent"] is None and set(manifest["files"]) == {
+        "data/part-00000.parquet", "data/part-00001.parquet", "data/part-00002.parquet", "report.parquet"}
+    assert verify_version(v1) == []
+    v2 = publish_version(tmp_path / "ds", data, report_frame(), {"name": "ds"}, rows_per_shard=10)
+    assert v2.name == "v0002" and json.loads((v2 / "manifest.json").read_text())["parent"] == "v0001"
+    # same tables -> same bytes
+    for rel, meta in manifest["files"].items():
+        assert json.loads((v2 / "manifest.json").read_text())["files"][rel] == meta
+    assert list_versions(tmp_path / "ds") == ["v0001", "v0002"] and latest_version(tmp_path / "ds") == "v0002"
+
+
+def test_tampering_is_detected(tmp_path):
+    v = publish_version(tmp_path / "ds", pl.DataFrame({"id": ["a"]}), report_frame(), {})
+    with open(v / "report.parquet", "ab") as f:
+        f.write(b"x")
+    assert verify_version(v) == ["report.parquet"]
+
+
+def test_a_failed_write_publishes_nothing_and_keeps_the_previous_version(tmp_path, monkeypatch):
+    ok = publish_version(tmp_path / "ds", pl.DataFrame({"id": ["a"]}), report_frame(), {})
+    import curation.publish as pub
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pub, "sha256_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        publish_version(tmp_path / "ds", pl.DataFrame({"id": ["b"]}), report_frame(), {})
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path / "ds")) == ["LATEST", "v0001"]  # no temp dir, no v0002
+    assert latest_version(tmp_path / "ds") == "v0001" and verify_version(ok) == []
+
+
+def test_resolve_version_errors(tmp_path):
+    with pytest.raises(CurationError, match="holds no published version"):
+        resolve_version(tmp_path / "none")
+    publish_version(tmp_path / "ds", pl.DataFrame({"id": ["a"]}), report_frame(), {})
+    with pytest.raises(CurationError, match=r"version 'v0009' not found .* versions: v0001"):
+        resolve_version(tmp_path / "ds", "v0009")
+
+
+def test_summary_counts_groups_clusters_and_skips():
+    s = summarize(report_frame(), budget=2, k=3)
+    assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "skipped": {"skipped: null_text": 1}}
+    assert s["clusters"] == {"k": 3, "covered": 2, "coverage": round(2 / 3, 4)}
+    groups = {g["group"]: g for g in s["groups"]}
+    assert groups["x"] == {"group": "x", "pool": 3, "pool_share": 0.75, "selected": 1, "selected_share": 0.5}
+    assert groups["y"]["pool"] == 1 and groups["y"]["selected"] == 1
+
+
+def test_sql_over_report_and_selected(tmp_path):
+    data = pl.DataFrame({"id": ["a", "c"], "text": ["t1", "t3"]})
+    publish_version(tmp_path / "ds", data, report_frame(), {})
+    got = query(tmp_path / "ds", "SELECT \"group\", COUNT(*) AS n FROM report WHERE selected GROUP BY \"group\" ORDER BY \"group\"")
+    assert got.to_dicts() == [{"group": "x", "n": 1}, {"group": "y", "n": 1}]
+    joined = query(tmp_path / "ds", "SELECT s.text, r.reason FROM selected s JOIN report r ON s.id = r.id ORDER BY s.id")
+    assert joined["text"].to_list() == ["t1", "t3"]
+
+
+def test_format_table_aligns_numbers_right():
+    out = format_table([{"name": "a", "n": 5}, {"name": "bbb", "n": 120}]).splitlines()
+    assert out[0] == "name    n" and out[2] == "a       5" and out[3] == "bbb   120"

@@ -1,0 +1,104 @@
+"""Recipe loading, overrides and error messages."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from curation.exceptions import RecipeError
+from curation.recipe import load_recipe
+
+ISSUE_TEXT_RECIPE = """
+name: reviews-mix            # the dataset directory name under output.root
+seed: 1
+sources:
+  - name: reviews
+    kind: files
+    path: data/reviews.parquet
+    id: doc_id               # optional; a content hash id when absent
+    text: text               # a text source ...
+    label: label             # optional
+groups: [lang]               # group columns; several columns make intersectional groups
+embed: {model: all-MiniLM-L6-v2}
+cluster: {k: 32}
+select: {method: stratified, budget: 1200, mode: equal}
+output: {root: out}
+"""
+
+ISSUE_TABULAR_RECIPE = """
+name: tabular-mix
+seed: 1
+sources:
+  - name: people
+    kind: files
+    path: data/people.csv
+    features: [age, income, city]   # ... or a tabular source: feature columns, encoded by the tabular embedder
+    label: outcome
+groups: [sex, race]
+cluster: {k: 16}
+select: {method: stratified, budget: 500, mode: proportional, min_per_group: 20}
+output: {root: out}
+"""
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "r.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_both_issue_recipes_load_as_written(tmp_path):
+    r = load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE))
+    assert r.is_text and r.select.params() == {"mode": "equal"} and r.cluster.k == 32
+    t = load_recipe(write(tmp_path, ISSUE_TABULAR_RECIPE))
+    assert not t.is_text and t.groups == ["sex", "race"] and t.select.params() == {"mode": "proportional", "min_per_group": 20}
+
+
+def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    r = load_recipe(p, ["select.budget=500", "sources.0.path=other.parquet", "select.mode=proportional", "groups=[lang, task]"])
+    assert r.select.budget == 500 and r.sources[0].path == "other.parquet"
+    assert r.select.params()["mode"] == "proportional" and r.groups == ["lang", "task"]
+    with pytest.raises(RecipeError, match=r"select = .*budget must be > 0; got 0"):
+        load_recipe(p, ["select.budget=0"])
+    with pytest.raises(RecipeError, match=r"--set 'select.budget' must look like a.b=value"):
+        load_recipe(p, ["select.budget"])
+    with pytest.raises(RecipeError, match=r"'5' is not an index of a list of 1 items"):
+        load_recipe(p, ["sources.5.path=x"])
+
+
+def test_recipe_hash_changes_with_any_field(tmp_path):
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    assert load_recipe(p).sha256() == load_recipe(p).sha256()
+    assert load_recipe(p).sha256() != load_recipe(p, ["seed=2"]).sha256()
+
+
+@pytest.mark.parametrize("override,match", [
+    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: random, stratified"),
+    (["select.mode=eqaul"], r"The 'mode' parameter of StratifiedSelector must be one of 'equal', 'proportional', 'shares'\. Got 'eqaul'"),
+    (["select.mood=equal"], r"select\.mood is not a setting of method 'stratified'"),
+    (["cluster.kk=3"], r"cluster\.kk: unknown field \(value 3\)"),
+    (["cluster.k=0"], r"cluster\.k = 0: Input should be greater than 0"),
+    (["sources.0.features=[a]"], r"give exactly one of `text`"),
+    (["name=has space"], r"name = 'has space': String should match pattern"),
+    (["sources.0.format=xlsx"], r"format must be one of 'parquet', 'jsonl', 'csv'; got 'xlsx'"),
+])
+def test_bad_fields_name_field_value_and_allowed(tmp_path, override, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE), override)
+
+
+def test_all_problems_are_listed_at_once(tmp_path):
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE), ["cluster.k=-1", "embed.batch_size=0"])
+    assert "cluster.k" in str(exc.value) and "embed.batch_size" in str(exc.value)
+
+
+def test_missing_recipe_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "name: [unclosed"))
+    with pytest.raises(RecipeError, match=r"select: required field is missing"):
+        load_recipe({"name": "x", "sources": [{"name": "s", "path": "p", "text": "t"}]})
