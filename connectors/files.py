@@ -83,7 +83,8 @@ class FilesConnector(Connector, name="files"):
                 yield pa.Table.from_batches([batch])
         elif fmt == "csv":
             text = self.source.text
-            convert = pacsv.ConvertOptions(column_types={text: pa.binary()} if text else {})
+            # an empty field is a missing value (null text is skipped and counted downstream)
+            convert = pacsv.ConvertOptions(column_types={text: pa.binary()} if text else {}, strings_can_be_null=True)
             reader = pacsv.open_csv(unit, convert_options=convert, read_options=pacsv.ReadOptions(block_size=1 << 22))
             for batch in reader:
                 yield pa.Table.from_batches([batch])

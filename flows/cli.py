@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -37,14 +38,36 @@ def _build(args: argparse.Namespace) -> int:
     from flows.curate import preflight
 
     preflight(recipe)
-    from flows.curate import curate
     from curation.report import format_summary, load_manifest
+    from flows.curate import curate
+
+    hide_tracebacks_of_user_errors()
 
     version_dir = curate(recipe)
     manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
     print(format_summary(manifest))
     print(version_dir)
     return 0
+
+
+class _UserErrorFilter(logging.Filter):
+    """Log expected errors (bad recipe or data) as one line: the CLI prints the fix anyway."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from curation.exceptions import CurationError
+
+        if record.exc_info and isinstance(record.exc_info[1], CurationError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def hide_tracebacks_of_user_errors() -> None:
+    """Prefect logs a failed task with its traceback; for a CurationError that is noise."""
+    loggers = [logging.root] + [logging.getLogger(n) for n in ("prefect", "prefect.flow_runs", "prefect.task_runs")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, _UserErrorFilter) for f in handler.filters):
+                handler.addFilter(_UserErrorFilter())
 
 
 def _report(args: argparse.Namespace) -> int:

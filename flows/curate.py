@@ -70,13 +70,20 @@ def embed_task(recipe: Recipe, items_path: str, work: str) -> dict[str, Any]:
         cfg = recipe.embed
         embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
                                       max_seq_length=cfg.max_seq_length)
-        resources = ensure_ray()
-        actors, threads = plan_actors(int(resources.get("CPU", 1)), cfg.actors, cfg.threads_per_actor)
-        X, counts = pipeline.embed_texts(
-            items["__text"].to_list(), embedder, cache=EmbeddingCache(cache_dir(recipe), embedder.id),
-            map_chunks=lambda chunks: ray_map_chunks(embedder, chunks, actors=actors, threads=threads),
-            chunk_size=cfg.chunk_size)
-        info = {"embedder": embedder.id, **counts, "ray_actors": actors, "threads_per_actor": threads}
+        placement: dict[str, int] = {}
+
+        def on_ray(chunks: list[list[str]]):
+            if not chunks:  # everything was cached: don't pay for starting Ray
+                return
+            cpus = int(ensure_ray().get("CPU", 1))
+            actors, threads = plan_actors(cpus, cfg.actors, cfg.threads_per_actor)
+            placement.update(ray_actors=actors, threads_per_actor=threads)
+            yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads)
+
+        X, counts = pipeline.embed_texts(items["__text"].to_list(), embedder,
+                                         cache=EmbeddingCache(cache_dir(recipe), embedder.id),
+                                         map_chunks=on_ray, chunk_size=cfg.chunk_size)
+        info = {"embedder": embedder.id, **counts, **placement}
     else:
         features = recipe.sources[0].features or []
         X, enc_id = pipeline.embed_tabular(items, features)

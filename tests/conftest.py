@@ -66,7 +66,8 @@ def evals() -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def evals_sample(evals, tmp_path_factory) -> Path:
     """A few hundred real prompts from a handful of tasks, as Parquet."""
-    tasks = ["arabic-exams-qa", "japanese-station", "chess", "french-lexicon", "rot13", "logic", "korean-honorific"]
+    tasks = ["arabic-exams-qa", "chess", "french-lexicon", "rot13", "polish-lexicon", "japanese_driving_license",
+             "korean_spelling"]
     df = evals.filter(pl.col("task").is_in(tasks)).sort("prompt_id")
     df = df.group_by("task", maintain_order=True).head(60)
     path = tmp_path_factory.mktemp("evals") / "sample.parquet"

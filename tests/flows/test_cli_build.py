@@ -1,0 +1,128 @@
+"""`curate build` end to end: the real CLI, real Ray, real Prefect, the real MiniLM, real data.
+
+The CLI runs in a subprocess that joins this session's Ray (RAY_ADDRESS) and Prefect test
+server (PREFECT_API_URL), so both start once per test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from curation.publish import verify_version
+
+CURATE = str(Path(sys.executable).with_name("curate"))
+
+
+def run_cli(args, env_extra, cwd, check=True):
+    env = {**os.environ, **env_extra}
+    proc = subprocess.run([CURATE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"curate {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, evals_sample, ray_session, prefect_api):
+    """Two builds of the same recipe (the second must hit the embedding cache)."""
+    work = tmp_path_factory.mktemp("e2e")
+    recipe = {
+        "name": "instr-mix",
+        "seed": 7,
+        "sources": [{"name": "evals", "kind": "files", "path": str(evals_sample), "id": "prompt_id", "text": "text"}],
+        "groups": ["task"],
+        "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64},
+        "cluster": {"k": 12},
+        "select": {"method": "stratified", "budget": 140, "mode": "equal"},
+        "output": {"root": "out"},
+    }
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    env = {"RAY_ADDRESS": ray_session, "PREFECT_API_URL": prefect_api}
+    first = run_cli(["build", "recipe.yaml"], env, work)
+    second = run_cli(["build", "recipe.yaml"], env, work)
+    return work, first, second, env
+
+
+@pytest.mark.slow
+def test_build_publishes_a_complete_version(built, evals_sample):
+    work, first, _, _ = built
+    version = Path(first.stdout.strip().splitlines()[-1])  # the last stdout line is the version dir
+    assert version == Path("out/instr-mix/v0001") and (work / version).is_dir()
+    v = work / version
+    assert (work / "out/instr-mix/LATEST").read_text().strip() == "v0002"
+    assert sorted(p.name for p in v.iterdir()) == ["data", "manifest.json", "report.parquet"]
+    assert verify_version(v) == []  # every file's sha256 and size match the manifest
+
+    manifest = json.loads((v / "manifest.json").read_text())
+    for key in ("version", "parent", "created_at", "recipe", "recipe_sha256", "inputs", "seed", "code_version",
+                "counts", "files", "timings", "summary"):
+        assert key in manifest, key
+    assert manifest["seed"] == 7 and manifest["inputs"][0]["units"][0]["sha256"]
+    assert set(manifest["timings"]) >= {"ingest", "embed", "cluster", "select"}
+    assert manifest["embedding"]["embedder"].startswith("st:all-MiniLM-L6-v2@")
+    pool = pl.read_parquet(evals_sample)
+    assert manifest["embedding"]["embedded"] == pool["text"].n_unique()  # each distinct text once
+
+    report = pl.read_parquet(v / "report.parquet")
+    assert report.height == pool.height  # one row per candidate
+    data = pl.read_parquet(v / "data")
+    assert data.height == 140 == int(report["selected"].sum())  # exactly the budget
+    assert data["id"].n_unique() == 140 and set(data["id"]) <= set(pool["prompt_id"])
+    assert {"text", "task", "lang", "cluster", "reason", "selected_rank"} <= set(data.columns)
+    # equal quotas: 7 tasks x 20
+    assert data.group_by("task").len()["len"].to_list() == [20] * 7
+    assert "groups (7)" in first.stdout and "clusters covered:" in first.stdout
+
+
+@pytest.mark.slow
+def test_rebuild_embeds_nothing_and_is_byte_identical(built):
+    work, _, second, _ = built
+    v1, v2 = work / "out/instr-mix/v0001", work / "out/instr-mix/v0002"
+    m1, m2 = (json.loads((v / "manifest.json").read_text()) for v in (v1, v2))
+    assert m2["embedding"]["embedded"] == 0 and m2["embedding"]["cached"] == m1["counts"]["pool"]
+    assert m2["parent"] == "v0001" and m2["recipe_sha256"] == m1["recipe_sha256"]
+    shards = sorted(p.name for p in (v1 / "data").iterdir())
+    assert shards == sorted(p.name for p in (v2 / "data").iterdir())
+    for name in shards:
+        assert (v1 / "data" / name).read_bytes() == (v2 / "data" / name).read_bytes()
+    assert (v1 / "report.parquet").read_bytes() == (v2 / "report.parquet").read_bytes()
+
+
+@pytest.mark.slow
+def test_report_summary_sql_and_formats(built):
+    work, _, _, env = built
+    summary = run_cli(["report", "out/instr-mix"], env, work).stdout
+    assert "dataset instr-mix v0002" in summary and "budget_used" in summary
+    old = run_cli(["report", "out/instr-mix", "--version", "v0001"], env, work).stdout
+    assert "dataset instr-mix v0001" in old
+    sql = 'SELECT task, COUNT(*) AS n FROM selected GROUP BY task ORDER BY task'
+    table = run_cli(["report", "out/instr-mix", "--sql", sql], env, work).stdout.splitlines()
+    assert table[0].split() == ["task", "n"] and len(table) == 2 + 7
+    csv = run_cli(["report", "out/instr-mix", "--sql", sql, "--format", "csv"], env, work).stdout.splitlines()
+    assert csv[0] == "task,n" and all(line.endswith(",20") for line in csv[1:])
+    rows = json.loads(run_cli(["report", "out/instr-mix", "--sql",
+                               "SELECT COUNT(*) AS n FROM report WHERE NOT selected", "--format", "json"], env, work).stdout)
+    assert rows == [{"n": 420 - 140}]
+    bad = run_cli(["report", "out/instr-mix", "--sql", "SELECT nope FROM report"], env, work, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+
+@pytest.mark.slow
+def test_bad_data_in_a_real_run_gives_one_clear_line(built):
+    """A data error found inside the flow: exit 2, the fix on the last line, no traceback anywhere."""
+    work, _, _, env = built
+    proc = run_cli(["build", "recipe.yaml", "--set", "select.budget=100000"], env, work, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: budget=100000 should be <= n_samples=420. The pool has only 420 usable items; "
+        "lower select.budget or add data.")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert (work / "out/instr-mix/LATEST").read_text().strip() == "v0002"  # nothing new published
