@@ -28,6 +28,7 @@ demo: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/curate build examples/instructions.yaml
 
 test: setup data
+	$(VPY) -m ruff check curation connectors flows tests infra
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest
 
 bench: setup data

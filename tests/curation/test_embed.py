@@ -86,7 +86,7 @@ def test_tabular_encoder_errors():
 
 def test_unknown_model_is_never_downloaded():
     with pytest.raises(FileNotFoundError, match=r"Models are never downloaded at run time"):
-        SentenceTransformerEmbedder("bert-base-uncased").id
+        _ = SentenceTransformerEmbedder("bert-base-uncased").id
 
 
 def test_real_minilm_embeds_meaningfully(evals):
