@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from curation.cluster import FaissKMeans
+from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
 from curation.ingest import check_unique_ids, combine, normalize_batch
@@ -118,14 +118,22 @@ def embed_tabular(items: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndar
 
 # --------------------------------------------------------------------------------------- cluster
 def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-    """faiss k-means labels for every row plus facts for the manifest."""
+    """faiss k-means labels for every row plus facts for the manifest (k, sizes, silhouette)."""
     cfg = recipe.cluster
     spherical = cfg.spherical if cfg.spherical is not None else (recipe.is_text and recipe.embed.normalize)
-    km = FaissKMeans(cfg.k, niter=cfg.niter, spherical=spherical, max_points_per_centroid=cfg.max_points_per_centroid)
-    with progress(len(X), f"clustering (k={cfg.k})", unit="rows") as bar:
+    metric = "cosine" if spherical else "euclidean"
+    facts: dict[str, Any] = {}
+    k = cfg.k
+    if k == "auto":
+        with progress(len(cfg.k_grid), "choosing k by silhouette", unit="k"):
+            k, scores = choose_k(X, cfg.k_grid, rng=rng, spherical=spherical, sample=cfg.silhouette_sample)
+        facts["silhouette_by_k"] = {str(kk): s for kk, s in scores.items()}
+    km = FaissKMeans(k, niter=cfg.niter, spherical=spherical, max_points_per_centroid=cfg.max_points_per_centroid)
+    with progress(len(X), f"clustering (k={k})", unit="rows") as bar:
         km.fit(X, rng=rng, progress=bar)
-    sizes = np.bincount(km.labels_, minlength=cfg.k)
-    return km.labels_, {"k": cfg.k, "spherical": spherical, "inertia": km.inertia_,
+    sizes = np.bincount(km.labels_, minlength=k)
+    sil = silhouette(X, km.labels_, rng=rng, sample=cfg.silhouette_sample, metric=metric)
+    return km.labels_, {"k": k, "spherical": spherical, "inertia": km.inertia_, "silhouette": sil, **facts,
                         "sizes": {"min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max())}}
 
 
@@ -134,8 +142,10 @@ def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None) -> 
     """A Pool from items (group codes in sorted group-name order, so they are stable)."""
     names, codes = np.unique(items["group"].to_numpy().astype(str), return_inverse=True)
     lab = items["__label"].to_numpy() if "__label" in items.columns else None
+    texts = np.array(items["__text"].to_list(), dtype=object) if "__text" in items.columns else None
     return Pool(ids=items["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
-                groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels, labels=lab)
+                groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels,
+                labels=lab, texts=texts)
 
 
 def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
@@ -165,6 +175,9 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
     if selection.scores is not None:
         fields = fields.with_columns(pl.Series("score", selection.scores, dtype=pl.Float64))
+    extra = [c for c in selection.columns if c not in fields.columns]
+    for c in extra:  # NaN in a float column means "not applicable": store null
+        fields = fields.with_columns(pl.Series(c, selection.columns[c], nan_to_null=True))
     full = pl.concat([items, fields], how="horizontal")
     data = (full.filter(pl.col("selected_rank").is_not_null()).sort("selected_rank")
             .drop([c for c in STAGING_COLUMNS if c in full.columns]))
@@ -179,6 +192,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         pl.col("selected_rank").is_not_null().alias("selected"),
         "selected_rank",
         *(["score"] if "score" in full.columns else []),
+        *extra,
         "reason",
     )
     if skipped.height:

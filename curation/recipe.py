@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,10 +77,21 @@ class EmbedConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    k: int = Field(default=32, gt=0)
+    """``k: auto`` picks k from ``k_grid`` by sampled silhouette score."""
+
+    k: int | Literal["auto"] = 32
+    k_grid: list[int] = [8, 16, 32, 64, 128]
+    silhouette_sample: int = Field(default=2000, ge=10)
     niter: int = Field(default=20, gt=0)
     spherical: bool | None = None  # default: True when embeddings are normalised text vectors
     max_points_per_centroid: int = Field(default=256, gt=0)
+
+    @field_validator("k")
+    @classmethod
+    def _positive_k(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError(f"k must be a positive int or 'auto'; got {v}")
+        return v
 
 
 class SelectConfig(BaseModel):

@@ -23,7 +23,7 @@ import polars as pl
 from curation.publish import resolve_version
 
 
-def summarize(report: pl.DataFrame, *, budget: int, k: int | None) -> dict[str, Any]:
+def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None) -> dict[str, Any]:
     """Summary tables (lists of row dicts) from a report table."""
     usable = report.filter(pl.col("cluster").is_not_null())  # skipped rows have no cluster
     pool_n = usable.height
@@ -51,7 +51,8 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None) -> dict[str, 
             "budget_used": round(sel_n / budget, 4) if budget else 0.0,
             "skipped": {r["reason"]: r["rows"] for r in skipped.to_dicts()},
         },
-        "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None},
+        "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None,
+                     "silhouette": None if silhouette is None else round(silhouette, 4)},
         "groups": groups.to_dicts(),
     }
 
@@ -99,7 +100,8 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         head.append("skipped rows: " + ", ".join(f"{k}={v}" for k, v in b["skipped"].items()))
     c = s["clusters"]
     if c.get("k"):
-        head += ["", f"clusters covered: {c['covered']} / {c['k']} ({c['coverage']:.1%})"]
+        sil = f", silhouette {c['silhouette']:.3f}" if c.get("silhouette") is not None else ""
+        head += ["", f"clusters covered: {c['covered']} / {c['k']} ({c['coverage']:.1%}){sil}"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
     t = manifest.get("timings", {})
     if t:

@@ -24,6 +24,7 @@ class Pool:
         group_names: the name of each group code; an intersectional group is "a|b".
         clusters: (n,) int cluster ids, or None before clustering.
         labels: (n,) labels, or None when the source has none.
+        texts: (n,) the item texts (object array of str) for text sources, else None.
 
     >>> p = Pool(ids=np.array(["a", "b"]), embeddings=np.zeros((2, 3), np.float32),
     ...          groups=np.array([0, 1]), group_names=("x", "y"))
@@ -37,6 +38,7 @@ class Pool:
     group_names: tuple[str, ...]
     clusters: np.ndarray | None = None
     labels: np.ndarray | None = None
+    texts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -46,7 +48,7 @@ class Pool:
             raise ValueError(f"groups has {len(self.groups)} rows but ids has {n}")
         if n and (self.groups.min() < 0 or self.groups.max() >= len(self.group_names)):
             raise ValueError(f"group codes must lie in [0, {len(self.group_names)}); got {self.groups.min()}..{self.groups.max()}")
-        for name in ("clusters", "labels"):
+        for name in ("clusters", "labels", "texts"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows but ids has {n}")
@@ -69,12 +71,14 @@ class Selection:
             the caller write a generic one.
         scores: optional (n,) per-row score the selector used (NaN where unscored).
         info: small JSON-able facts for the summary (e.g. per-group quotas).
+        columns: extra (n,) per-row columns for the report (e.g. ``round``, ``quality``).
     """
 
     indices: np.ndarray
     reasons: np.ndarray | None = None
     scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.indices.ndim != 1:

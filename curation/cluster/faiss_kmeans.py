@@ -13,7 +13,24 @@ import numpy as np
 
 from curation.exceptions import DataError
 from curation.random import int_seed
-from curation.validation import Interval, TypeOf, validate_params
+from curation.validation import Interval, Options, TypeOf, validate_params
+
+PLUSPLUS_MAX_WORK = 2e9
+
+
+def kmeans_plusplus(X: np.ndarray, k: int, *, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre is drawn with
+    probability proportional to its squared distance to the nearest centre chosen so far."""
+    n = len(X)
+    centers = np.empty((k, X.shape[1]), dtype=np.float32)
+    centers[0] = X[rng.integers(n)]
+    d2 = ((X - centers[0]) ** 2).sum(1)
+    for j in range(1, k):
+        total = d2.sum()
+        i = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
+        centers[j] = X[i]
+        d2 = np.minimum(d2, ((X - centers[j]) ** 2).sum(1))
+    return centers
 
 
 class FaissKMeans:
@@ -25,6 +42,10 @@ class FaissKMeans:
         spherical: normalise centroids and assign by inner product (for unit-norm embeddings).
         max_points_per_centroid: fit on a sample of at most ``k * this`` points.
         nredo: restarts; the best objective wins.
+        init: ``"k-means++"`` (D² sampling on the fit sample, when that costs at most
+            ``PLUSPLUS_MAX_WORK`` multiply-adds; faiss's random init otherwise) or ``"random"``.
+            Random init often puts two centroids in one well-separated blob and none in
+            another, and Lloyd iterations cannot move them apart.
 
     Fitted attributes: ``centroids_`` (k, d), ``labels_`` (n,), ``inertia_`` (final objective).
 
@@ -40,15 +61,17 @@ class FaissKMeans:
         "spherical": TypeOf((bool,)),
         "max_points_per_centroid": Interval(1, None, integer=True),
         "nredo": Interval(1, None, integer=True),
+        "init": Options({"k-means++", "random"}),
     }
 
     def __init__(self, k: int, *, niter: int = 20, spherical: bool = False,
-                 max_points_per_centroid: int = 256, nredo: int = 1) -> None:
+                 max_points_per_centroid: int = 256, nredo: int = 1, init: str = "k-means++") -> None:
         self.k = k
         self.niter = niter
         self.spherical = spherical
         self.max_points_per_centroid = max_points_per_centroid
         self.nredo = nredo
+        self.init = init
 
     def fit(self, X: np.ndarray, *, rng: np.random.Generator,
             progress: Callable[[int], None] | None = None) -> FaissKMeans:
@@ -66,7 +89,20 @@ class FaissKMeans:
                           max_points_per_centroid=self.max_points_per_centroid, nredo=self.nredo,
                           verbose=False)
         km.cp.min_points_per_centroid = 1  # small pools are fine: don't warn about them
-        km.train(X)
+        m = min(n, self.k * self.max_points_per_centroid)
+        if self.init == "k-means++" and m * self.k * d <= PLUSPLUS_MAX_WORK:
+            # faiss would fit on a random sample of m rows; seed from the same kind of sample
+            sample = X[rng.choice(n, size=m, replace=False)] if m < n else X
+            best = None
+            for _ in range(self.nredo):
+                km.cp.nredo = 1
+                km.train(X, init_centroids=kmeans_plusplus(sample, self.k, rng=rng))
+                if best is None or km.obj[-1] < best[1]:
+                    best = (km.centroids.copy(), float(km.obj[-1]))
+            km.centroids[:] = best[0]
+            km.obj = [best[1]]
+        else:
+            km.train(X)
         self.centroids_ = km.centroids.copy()
         self.inertia_ = float(km.obj[-1]) if len(km.obj) else float("nan")
         self.labels_ = self.assign(X, progress=progress)

@@ -1,6 +1,7 @@
 """Selection methods. ``build_selector(method, **params)`` makes one from recipe keys."""
 
 from curation.select.base import Selector, build_selector
+from curation.select.kmq import IterativeKMQSelector, KMQSelector
 from curation.select.random import RandomSelector, StratifiedSelector
 
-__all__ = ["RandomSelector", "Selector", "StratifiedSelector", "build_selector"]
+__all__ = ["IterativeKMQSelector", "KMQSelector", "RandomSelector", "Selector", "StratifiedSelector", "build_selector"]

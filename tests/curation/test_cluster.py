@@ -49,3 +49,16 @@ def test_spherical_on_unit_vectors():
 def test_k_larger_than_pool_is_a_clear_error():
     with pytest.raises(DataError, match=r"cluster\.k=10 is larger than the pool \(3 items\)\. Set cluster\.k to at most 3"):
         FaissKMeans(10).fit(np.zeros((3, 2), np.float32), rng=np.random.default_rng(0))
+
+
+def test_silhouette_and_choose_k_find_the_planted_k():
+    from curation.cluster import choose_k, silhouette
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 20, (6, 5))
+    X = np.concatenate([c + rng.normal(0, 1, (150, 5)) for c in centers]).astype(np.float32)
+    truth = np.repeat(np.arange(6), 150)
+    assert silhouette(X, truth, rng=np.random.default_rng(0)) > 0.8
+    assert silhouette(X, rng.integers(0, 6, len(X)), rng=np.random.default_rng(0)) < 0.05
+    k, scores = choose_k(X, [2, 4, 6, 9, 12], rng=np.random.default_rng(1), spherical=False)
+    assert k == 6 and set(scores) == {2, 4, 6, 9, 12}

@@ -75,11 +75,11 @@ def test_recipe_hash_changes_with_any_field(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: random, stratified"),
+    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, random, stratified"),
     (["select.mode=eqaul"], r"The 'mode' parameter of StratifiedSelector must be one of 'equal', 'proportional', 'shares'\. Got 'eqaul'"),
     (["select.mood=equal"], r"select\.mood is not a setting of method 'stratified'"),
     (["cluster.kk=3"], r"cluster\.kk: unknown field \(value 3\)"),
-    (["cluster.k=0"], r"cluster\.k = 0: Input should be greater than 0"),
+    (["cluster.k=0"], r"cluster\.k = 0: k must be a positive int or 'auto'; got 0"),
     (["sources.0.features=[a]"], r"give exactly one of `text`"),
     (["name=has space"], r"name = 'has space': String should match pattern"),
     (["sources.0.format=xlsx"], r"format must be one of 'parquet', 'jsonl', 'csv'; got 'xlsx'"),
@@ -102,3 +102,10 @@ def test_missing_recipe_and_bad_yaml(tmp_path):
         load_recipe(write(tmp_path, "name: [unclosed"))
     with pytest.raises(RecipeError, match=r"select: required field is missing"):
         load_recipe({"name": "x", "sources": [{"name": "s", "path": "p", "text": "t"}]})
+
+
+def test_k_auto_and_bad_k(tmp_path):
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    assert load_recipe(p, ["cluster.k=auto"]).cluster.k == "auto"
+    with pytest.raises(RecipeError, match=r"cluster\.k"):
+        load_recipe(p, ["cluster.k=big"])

@@ -17,25 +17,6 @@ from curation.publish import list_versions, verify_version
 from flows.cli import main
 
 
-@pytest.fixture(autouse=True)
-def prefect_logs_to_real_stderr():
-    """Prefect's console handler binds sys.stderr once, and pytest swaps (and closes) it per
-    test: send Prefect's logs to the real stderr. What `main` prints is still captured; the
-    subprocess test in test_cli_build checks that Prefect's logs carry no traceback."""
-    import logging
-    import sys
-
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.root] + [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
-    for lg in loggers:
-        for h in lg.handlers:
-            if isinstance(h, PrefectConsoleHandler):
-                h.stream = sys.__stderr__  # not setStream: it would flush the closed old stream
-                h.console.file = sys.__stderr__
-    yield
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch, ray_session, prefect_api):
     """A working directory with small real data and a recipe writer."""
@@ -114,7 +95,7 @@ def test_duplicate_ids_name_examples(project, capsys):
 
 
 def test_unknown_selector_lists_known_ones(project, capsys):
-    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"Unknown selector method 'magic'\. Known methods: random, stratified")
+    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"Unknown selector method 'magic'\. Known methods: kmq, kmq-iterative, random, stratified")
 
 
 def test_unknown_connector_kind(project, capsys):

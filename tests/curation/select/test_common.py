@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from curation.exceptions import InvalidParameterError
-from curation.select import RandomSelector, Selector, StratifiedSelector, build_selector
+from curation.select import (
+    IterativeKMQSelector,
+    KMQSelector,
+    RandomSelector,
+    Selector,
+    StratifiedSelector,
+    build_selector,
+)
 from curation.types import Pool
 
 ALL_SELECTORS = [
@@ -18,6 +25,11 @@ ALL_SELECTORS = [
     StratifiedSelector(mode="equal"),
     StratifiedSelector(mode="equal", min_per_group=1),
     StratifiedSelector(mode="shares", shares={"a": 1.0, "b": 3.0}),
+    KMQSelector(),
+    KMQSelector(quality="length", cluster_budget="equal"),
+    KMQSelector(quality="knn-agreement"),
+    IterativeKMQSelector(rounds=2),
+    IterativeKMQSelector(rounds=3, mode="replace", within="uniform"),
 ]
 
 
@@ -43,8 +55,10 @@ def test_same_seed_same_selection(selector, toy_pool, seed):
 
 @pytest.mark.parametrize("selector", ALL_SELECTORS, ids=repr)
 def test_different_seeds_can_differ(selector):
-    X = np.zeros((200, 2), np.float32)
-    pool = Pool(ids=np.arange(200).astype(str), embeddings=X, groups=np.repeat([0, 1], 100), group_names=("a", "b"))
+    X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
+    pool = Pool(ids=np.arange(200).astype(str), embeddings=X, groups=np.repeat([0, 1], 100), group_names=("a", "b"),
+                clusters=np.tile([0, 1, 2, 3], 50), labels=np.tile([0, 1], 100),
+                texts=np.array([f"t{i}" for i in range(200)], dtype=object))
     picks = {tuple(sorted(selector.select(pool, 10, rng=np.random.default_rng(s)).indices)) for s in range(5)}
     assert len(picks) > 1
 
@@ -70,7 +84,7 @@ def test_does_not_mutate_the_pool(selector, toy_pool):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: random, stratified"):
+    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, random, stratified"):
         build_selector("qaud")
 
 

@@ -1,0 +1,119 @@
+"""Feedback for iterative kMQ: how much the selection so far still has to teach, per item.
+
+A feedback is ``f(pool, selected, rng) -> scores`` for the selected rows (higher = more to
+learn). The paper (Yu et al. 2024, Eq. 4) fine-tunes the model on the selection and scores
+``reward(gold) - reward(generated)``; this library ships a CPU stand-in with the same meaning
+for labelled data, and a hook for your own model:
+
+* ``proxy-loss`` (default): a logistic regression on the embeddings, trained on the selection
+  so far, scores each selected item by its cross-entropy loss ``-log p(y_i | x_i)``, computed
+  out of fold (``folds``-fold cross-fitting) so an item is never scored by a model that saw it;
+* ``{python: "module:function"}``: your ``function(pool, selected, rng) -> scores``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from curation.exceptions import DataError, InvalidParameterError
+from curation.random import int_seed
+from curation.types import Pool
+
+
+class Feedback(ABC):
+    """Per-item learning signal for the rows selected so far."""
+
+    registry: ClassVar[dict[str, type[Feedback]]] = {}
+
+    def __init_subclass__(cls, *, name: str | None = None, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if name is not None:
+            Feedback.registry[name] = cls
+
+    def __call__(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = np.asarray(self._feedback(pool, np.asarray(selected, dtype=np.int64), rng), dtype=np.float64)
+        if out.shape != (len(selected),) or not np.isfinite(out).all():
+            raise ValueError(f"{type(self).__name__} must return {len(selected)} finite scores; got shape {out.shape}")
+        return out
+
+    @abstractmethod
+    def _feedback(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
+class ProxyLossFeedback(Feedback, name="proxy-loss"):
+    """Out-of-fold logistic-regression loss of each selected item against its label.
+
+    Args:
+        folds: cross-fitting folds (each item is scored by a model trained on the others).
+        C: inverse L2 regularisation of the logistic regression.
+    """
+
+    def __init__(self, folds: int = 3, C: float = 1.0) -> None:
+        if not isinstance(folds, int) or folds < 2:
+            raise InvalidParameterError(f"The 'folds' parameter of ProxyLossFeedback must be an int >= 2. Got {folds!r} instead.")
+        self.folds, self.C = folds, C
+
+    def _feedback(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from sklearn.linear_model import LogisticRegression
+
+        if pool.labels is None:
+            raise DataError("kmq-iterative's default feedback (proxy-loss) needs labels: set sources[].label, "
+                            "or give select.feedback: {python: 'module:function'}")
+        X = pool.embeddings[selected]
+        y = np.asarray(pool.labels)[selected].astype(str)
+        if len(np.unique(y)) < 2 or len(selected) < self.folds:
+            return np.zeros(len(selected))  # nothing to discriminate yet: no cluster is preferred
+        fold = rng.permutation(len(selected)) % self.folds
+        loss = np.empty(len(selected))
+        for f in range(self.folds):
+            train, test = fold != f, fold == f
+            classes = np.unique(y[train])
+            if len(classes) < 2:  # a one-class fold predicts that class with certainty
+                p_true = (y[test] == classes[0]).astype(float)
+            else:
+                model = LogisticRegression(C=self.C, max_iter=300, random_state=int_seed(rng))
+                model.fit(X[train], y[train])
+                proba = model.predict_proba(X[test])
+                col = {c: i for i, c in enumerate(model.classes_)}
+                p_true = np.array([proba[r, col[c]] if c in col else 0.0 for r, c in enumerate(y[test])])
+            loss[test] = -np.log(np.clip(p_true, 1e-6, 1.0))  # an unseen class is maximally surprising
+        return loss
+
+
+class PythonFeedback(Feedback, name="python"):
+    """``function(pool, selected, rng) -> scores`` named as ``"package.module:function"``."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def _feedback(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        module, _, attr = self.target.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise InvalidParameterError(f"python feedback {self.target!r} cannot be loaded: {exc}") from None
+        return fn(pool, selected, rng)
+
+
+def build_feedback(spec: str | dict[str, Any] | Feedback) -> Feedback:
+    """A feedback from a recipe value: ``proxy-loss``, ``{name: proxy-loss, folds: 5}`` or a python hook."""
+    if isinstance(spec, Feedback):
+        return spec
+    if isinstance(spec, str):
+        spec = {"python": spec.removeprefix("python:")} if spec.startswith("python:") else {"name": spec}
+    if not isinstance(spec, dict):
+        raise InvalidParameterError(f"select.feedback is a name or a mapping; got {spec!r}")
+    opts = dict(spec)
+    if "python" in opts:
+        return PythonFeedback(opts.pop("python"))
+    name = opts.pop("name", None)
+    if name not in Feedback.registry or name == "python":
+        raise InvalidParameterError(f"Unknown feedback {name!r}. Known: proxy-loss, python:module:function.")
+    try:
+        return Feedback.registry[name](**opts)
+    except TypeError as exc:
+        raise InvalidParameterError(f"feedback {name!r}: {exc}") from None

@@ -1,0 +1,219 @@
+"""Diversify and Conquer (Yu, Chen, Ahmadian, Fadaee 2024): kMQ and iterative kMQ.
+
+**kMQ** (``kmq``). Given k-means clusters X_1..X_K of the pool:
+
+1. cluster budgets ``b_j ∝ |X_j|`` (``cluster_budget="proportional"``, the paper) or equal
+   (``"equal"``, the reference code), rounded with largest remainders; a cluster smaller than
+   its budget gives all it has and the shortfall goes to the others (Σ b_j = b exactly);
+2. inside each cluster, ``b_j`` items sampled **without replacement** with ``p(x) ∝ exp(q(x)/T)``
+   (Gumbel-top-k: ``argtop_{b_j} q/T + G``, G ~ Gumbel(0, 1), which is sequential sampling
+   without replacement with those weights). With a constant quality this is kM-Random.
+
+**Iterative kMQ** (``kmq-iterative``, Algorithm 1). ``N = rounds`` rounds of ``b/N`` items
+(largest remainders). Each round picks ``b_it`` not-yet-selected items with per-cluster counts
+∝ ``w_j · base_j`` (base_j = |X_j| or 1, as in kMQ, so with uniform w round 1 *is* kMQ with
+b/N) and the same within-cluster sampling. After each round but the last, a feedback scores
+every selected item (higher = more to learn), ``s_j`` is the mean over cluster j's selected
+items (clusters with none get the mean of the others: neutral), and
+
+* ``mode="multiplicative"`` (default, the paper's Eq. 6 made well defined):
+  ``w_j ← w_j · g_j / Σ_c w_c g_c`` with ``g = softmax(s / feedback_temperature)``;
+* ``mode="replace"`` (the reference code): ``w = softmax(s / feedback_temperature)``.
+
+Weights stay ≥ 0 and sum to 1; equal s keeps them unchanged; a lower s_j lowers cluster j's
+next-round share. ``within="uniform"`` samples uniformly inside clusters (the reference code).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from curation.exceptions import DataError
+from curation.score import build_scorer
+from curation.select.allocation import allocate, largest_remainder
+from curation.select.base import Selector
+from curation.select.feedback import build_feedback
+from curation.types import Pool, Selection
+from curation.validation import Interval, Options
+
+
+def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(x, dtype=np.float64) / temperature
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def require_clusters(pool: Pool, method: str) -> np.ndarray:
+    if pool.clusters is None:
+        raise DataError(f"select.method={method!r} needs clusters: run the cluster stage (cluster.k) first")
+    return np.asarray(pool.clusters, dtype=np.int64)
+
+
+def sample_within_clusters(clusters: np.ndarray, counts: np.ndarray, quality: np.ndarray, temperature: float,
+                           available: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``counts[j]`` available rows of each cluster j, without replacement, p ∝ exp(q/T).
+
+    Gumbel-top-k over ``q/T + G`` draws exactly that distribution in one pass per cluster.
+    """
+    keys = quality / temperature + rng.gumbel(size=len(quality))
+    picks = []
+    for j in np.flatnonzero(counts):
+        members = np.flatnonzero((clusters == j) & available)
+        top = members[np.argsort(-keys[members], kind="stable")[: counts[j]]]
+        picks.append(top)
+    return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, np.int64)
+
+
+class _KMQBase(Selector):
+    _constraints = {
+        "temperature": Interval(0, None, closed="neither"),
+        "cluster_budget": Options({"proportional", "equal"}),
+    }
+
+    def _base(self, sizes: np.ndarray) -> np.ndarray:
+        return sizes.astype(np.float64) if self.cluster_budget == "proportional" else (sizes > 0).astype(np.float64)
+
+    def _quality(self, pool: Pool) -> tuple[np.ndarray, int]:
+        scorer = build_scorer(self.quality)
+        return scorer.score(pool), scorer.calls
+
+    def validate(self) -> None:
+        super().validate()
+        build_scorer(self.quality)  # unknown scorer names fail before any work
+
+
+class KMQSelector(_KMQBase, name="kmq"):
+    """kMQ: size-proportional cluster budgets, quality-softmax sampling inside clusters.
+
+    Args:
+        quality: the quality scorer (``length``, ``knn-agreement``, ``python:mod:fn``; None = constant).
+        temperature: T in ``p ∝ exp(q/T)``; large T -> uniform.
+        cluster_budget: ``proportional`` (paper) or ``equal`` (reference code).
+
+    >>> import numpy as np
+    >>> from curation.types import Pool
+    >>> pool = Pool(ids=np.arange(6).astype(str), embeddings=np.zeros((6, 2), np.float32),
+    ...             groups=np.zeros(6, int), group_names=("*",), clusters=np.array([0, 0, 0, 0, 1, 1]))
+    >>> sel = KMQSelector().select(pool, 3, rng=np.random.default_rng(0))
+    >>> np.bincount(pool.clusters[sel.indices]).tolist()      # 3 x 4/6 = 2, 3 x 2/6 = 1
+    [2, 1]
+    """
+
+    def __init__(self, *, quality: Any = None, temperature: float = 1.0, cluster_budget: str = "proportional") -> None:
+        self.quality = quality
+        self.temperature = temperature
+        self.cluster_budget = cluster_budget
+
+    def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
+        clusters = require_clusters(pool, "kmq")
+        q, calls = self._quality(pool)
+        sizes = np.bincount(clusters, minlength=clusters.max() + 1)
+        counts = allocate(self._base(sizes), budget, sizes)
+        idx = sample_within_clusters(clusters, counts, q, self.temperature, np.ones(len(pool), bool), rng)
+        chosen = np.zeros(len(pool), bool)
+        chosen[idx] = True
+        reasons = np.array([
+            f"kmq: {'drawn' if c else 'not drawn'} from cluster {j} (quota {counts[j]} of {sizes[j]}, "
+            f"quality {qq:.3g}, p ∝ exp(q/{self.temperature:g}))"
+            for j, c, qq in zip(clusters, chosen, q)
+        ], dtype=object)
+        info = {"cluster_budgets": counts.tolist(), "scorer_calls": calls}
+        return Selection(indices=idx, reasons=reasons, scores=q, info=info, columns={"quality": q})
+
+
+class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
+    """Iterative kMQ: N rounds, cluster weights re-estimated from feedback after each.
+
+    Args:
+        rounds: N (N = 1 is kMQ).
+        quality, temperature, cluster_budget: as in :class:`KMQSelector`.
+        mode: ``multiplicative`` (default) or ``replace``.
+        feedback: ``proxy-loss`` (default), ``{name: proxy-loss, folds: 5}`` or ``python:mod:fn``.
+        feedback_temperature: T in ``softmax(s / T)``.
+        within: ``quality`` (softmax of quality in clusters) or ``uniform``.
+    """
+
+    _constraints = {
+        **_KMQBase._constraints,
+        "rounds": Interval(1, None, integer=True),
+        "mode": Options({"multiplicative", "replace"}),
+        "feedback_temperature": Interval(0, None, closed="neither"),
+        "within": Options({"quality", "uniform"}),
+    }
+
+    def __init__(self, *, rounds: int = 3, quality: Any = None, temperature: float = 1.0,
+                 cluster_budget: str = "proportional", mode: str = "multiplicative", feedback: Any = "proxy-loss",
+                 feedback_temperature: float = 1.0, within: str = "quality") -> None:
+        self.rounds = rounds
+        self.quality = quality
+        self.temperature = temperature
+        self.cluster_budget = cluster_budget
+        self.mode = mode
+        self.feedback = feedback
+        self.feedback_temperature = feedback_temperature
+        self.within = within
+
+    def validate(self) -> None:
+        super().validate()
+        build_feedback(self.feedback)
+
+    def update_weights(self, w: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """One weight update from per-cluster feedback means ``s`` (see the module docstring)."""
+        g = softmax(s, self.feedback_temperature)
+        new = w * g if self.mode == "multiplicative" else g
+        return new / new.sum()
+
+    def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
+        clusters = require_clusters(pool, "kmq-iterative")
+        n, K = len(pool), int(clusters.max()) + 1
+        q, calls = self._quality(pool) if self.within == "quality" else (np.zeros(n), 0)
+        feedback = build_feedback(self.feedback)
+        sizes = np.bincount(clusters, minlength=K)
+        base = self._base(sizes)
+        w = np.full(K, 1.0 / K)
+        history = [w.copy()]
+        per_round = largest_remainder(np.ones(self.rounds), budget)
+        available = np.ones(n, bool)
+        round_of = np.zeros(n, np.int64)
+        weight_at_pick = np.full(n, np.nan)
+        selected: list[np.ndarray] = []
+        feedback_means: list[list[float]] = []
+        for r, b_r in enumerate(per_round):
+            remaining = np.bincount(clusters[available], minlength=K)
+            counts = allocate(w * base, int(b_r), remaining)
+            picks = sample_within_clusters(clusters, counts, q, self.temperature, available, rng)
+            available[picks] = False
+            round_of[picks] = r + 1
+            weight_at_pick[picks] = w[clusters[picks]]
+            selected.append(picks)
+            if r == self.rounds - 1:
+                break
+            so_far = np.concatenate(selected)
+            S = feedback(pool, so_far, rng)
+            sums = np.bincount(clusters[so_far], weights=S, minlength=K)
+            cnt = np.bincount(clusters[so_far], minlength=K)
+            s = np.where(cnt > 0, sums / np.maximum(cnt, 1), np.nan)
+            s = np.where(np.isnan(s), np.nanmean(s), s)  # unseen clusters: neutral
+            feedback_means.append(s.tolist())
+            w = self.update_weights(w, s)
+            history.append(w.copy())
+        idx = np.concatenate(selected)
+        unpicked = round_of == 0
+        weight_at_pick[unpicked] = w[clusters[unpicked]]  # not picked: its cluster's final weight
+        reasons = np.array([
+            f"kmq-iterative: picked in round {rd} from cluster {j} (cluster weight {wt:.3g})" if rd
+            else f"kmq-iterative: not picked; cluster {j} final weight {w[j]:.3g}"
+            for rd, j, wt in zip(round_of, clusters, weight_at_pick)
+        ], dtype=object)
+        info = {
+            "rounds": self.rounds,
+            "round_budgets": per_round.tolist(),
+            "cluster_weights": [h.tolist() for h in history],
+            "cluster_feedback": feedback_means,
+            "scorer_calls": calls,
+        }
+        # round 0 = not picked (rounds count from 1)
+        columns = {"round": round_of, "quality": q, "cluster_weight": weight_at_pick}
+        return Selection(indices=idx, reasons=reasons, scores=q, info=info, columns=columns)
