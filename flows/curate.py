@@ -126,7 +126,8 @@ def publish_task(recipe: Recipe, selected: dict[str, Any], facts: dict[str, Any]
         "counts": {"candidates": report.height, "pool": int(report["cluster"].is_not_null().sum()),
                    "selected": data.height, "skipped": int(report["cluster"].is_null().sum())},
         "selection": selected["info"],
-        "summary": summarize(report, budget=recipe.select.budget, k=recipe.cluster.k),
+        "summary": summarize(report, budget=recipe.select.budget, k=facts["clustering"]["k"],
+                             silhouette=facts["clustering"].get("silhouette")),
     }
     out = publish_version(Path(recipe.output.root) / recipe.name, data, report, manifest,
                           rows_per_shard=recipe.output.rows_per_shard)
