@@ -120,7 +120,7 @@ class KMQSelector(_KMQBase, name="kmq"):
             for j, c, qq in zip(clusters, chosen, q)
         ], dtype=object)
         info = {"cluster_budgets": counts.tolist(), "scorer_calls": calls}
-        return Selection(indices=idx, reasons=reasons, scores=q, info=info, columns={"quality": q})
+        return Selection(indices=idx, reasons=reasons, info=info, columns={"quality": q})
 
 
 class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
@@ -216,4 +216,4 @@ class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
         }
         # round 0 = not picked (rounds count from 1)
         columns = {"round": round_of, "quality": q, "cluster_weight": weight_at_pick}
-        return Selection(indices=idx, reasons=reasons, scores=q, info=info, columns=columns)
+        return Selection(indices=idx, reasons=reasons, info=info, columns=columns)
