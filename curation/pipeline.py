@@ -94,13 +94,14 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache: EmbeddingCac
     chunks_idx = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
     chunks = [[texts[missing_pos[i]] for i in c] for c in chunks_idx]
     new: dict[str, np.ndarray] = {}
-    with progress(len(missing_pos), "embedding", unit="texts") as bar:
-        for idx, vecs in zip(chunks_idx, map_chunks(chunks)):
-            ks = [missing_keys[i] for i in idx]
-            new.update(zip(ks, vecs))
-            if cache is not None:
-                cache.put(ks, vecs)
-            bar(len(idx))
+    if chunks:  # a fully cached run shows no progress bar
+        with progress(len(missing_pos), "embedding", unit="texts") as bar:
+            for idx, vecs in zip(chunks_idx, map_chunks(chunks)):
+                ks = [missing_keys[i] for i in idx]
+                new.update(zip(ks, vecs))
+                if cache is not None:
+                    cache.put(ks, vecs)
+                bar(len(idx))
     dim = cached.shape[1] if cached is not None else (next(iter(new.values())).shape[0] if new else 0)
     X = np.zeros((len(texts), dim), dtype=np.float32)
     if cached is not None:

@@ -36,7 +36,7 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
             (pl.col("selected") / max(sel_n, 1)).round(4).alias("selected_share"),
         )
         .select("group", "pool", "pool_share", "selected", "selected_share")
-        .sort(["selected", "group"], descending=[True, False])
+        .sort(["selected", "group"])  # least-represented groups first
     )
     covered = report.filter(pl.col("selected"))["cluster"].n_unique() if sel_n else 0
     skipped = (
