@@ -13,8 +13,10 @@ left alone.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -92,7 +94,9 @@ def main() -> int:
     wheels = sorted(cache.glob("evals-3.0.1.post1-*.whl"))
     if not wheels:
         print(f"downloading {WHEEL} (46 MB) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(cache)], check=True)
+        # uv-made venvs have no pip: borrow the system Python's pip for the download
+        python = sys.executable if importlib.util.find_spec("pip") else (shutil.which("python3") or "python3")
+        subprocess.run([python, "-m", "pip", "download", "--no-deps", "-q", WHEEL, "-d", str(cache)], check=True)
         wheels = sorted(cache.glob("evals-3.0.1.post1-*.whl"))
     df, bad = extract(wheels[0], args.per_file)
     out.parent.mkdir(parents=True, exist_ok=True)
