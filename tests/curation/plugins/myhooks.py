@@ -1,0 +1,13 @@
+"""User hooks used by the tests: a quality scorer and a feedback, importable as module:function."""
+
+
+
+
+def id_number(pool, indices):
+    """Quality = the numeric id (so the highest ids win)."""
+    return pool.ids[indices].astype(float)
+
+
+def prefer_cluster_zero(pool, selected, rng):
+    """Feedback: items of cluster 0 have everything left to learn."""
+    return (pool.clusters[selected] == 0).astype(float) * 5.0

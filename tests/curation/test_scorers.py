@@ -1,0 +1,66 @@
+"""Quality scorers and the python hooks for scorers and feedback."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curation.exceptions import DataError, InvalidParameterError
+from curation.score import KnnAgreementScorer, LengthScorer, build_scorer
+from curation.select import IterativeKMQSelector, KMQSelector
+from curation.types import Pool
+
+sys.path.insert(0, str(Path(__file__).parent / "plugins"))
+
+
+def pool(n=6, texts=True, labels=True):
+    X = np.array([[1, 0], [0.9, 0.1], [0.95, 0.05], [0, 1], [0.1, 0.9], [0.05, 0.95]], np.float32)[:n]
+    return Pool(ids=np.arange(n).astype(str), embeddings=X, groups=np.zeros(n, int), group_names=("*",),
+                clusters=np.array([0, 0, 0, 1, 1, 1])[:n], labels=np.array(["a", "a", "b", "b", "b", "b"])[:n] if labels else None,
+                texts=np.array(["a", "bb", "cccc", "d", "ee", "ffffffff"], dtype=object)[:n] if texts else None)
+
+
+def test_length_is_normalised_log_length():
+    q = LengthScorer().score(pool())
+    np.testing.assert_allclose(q, np.log1p([1, 2, 4, 1, 2, 8]) / np.log1p(8))
+    with pytest.raises(DataError, match="quality: length needs a text source"):
+        LengthScorer().score(pool(texts=False))
+
+
+def test_knn_agreement_counts_neighbours_with_the_same_label():
+    s = KnnAgreementScorer(k=2)
+    q = s.score(pool())
+    # item 2 ('b') sits among two 'a' items; item 0 ('a') has one 'a' and one 'b' neighbour
+    assert q[2] == 0.0 and q[0] == 0.5 and q[4] == 1.0
+    assert s.calls == 6
+    with pytest.raises(DataError, match=r"needs labels: set sources\[\]\.label"):
+        KnnAgreementScorer().score(pool(labels=False))
+
+
+def test_build_scorer_specs():
+    assert isinstance(build_scorer("length"), LengthScorer)
+    assert build_scorer({"name": "knn-agreement", "k": 3}).k == 3
+    assert build_scorer(None).score(pool()).tolist() == [0.0] * 6
+    with pytest.raises(InvalidParameterError, match=r"Unknown quality scorer 'qual'"):
+        build_scorer("qual")
+    with pytest.raises(InvalidParameterError, match=r"cannot be loaded"):
+        build_scorer("python:nope_module:fn").score(pool())
+
+
+def test_python_quality_hook_drives_kmq():
+    sel = KMQSelector(quality="python:myhooks:id_number", temperature=0.001).select(pool(), 2, rng=np.random.default_rng(0))
+    assert sorted(sel.indices.tolist()) == [2, 5]  # the best id in each cluster
+
+
+def test_python_feedback_hook_drives_weights():
+    p = Pool(ids=np.arange(40).astype(str), embeddings=np.zeros((40, 2), np.float32), groups=np.zeros(40, int),
+             group_names=("*",), clusters=np.repeat([0, 1], 20))
+    sel = IterativeKMQSelector(rounds=2, feedback="python:myhooks:prefer_cluster_zero").select(
+        p, 20, rng=np.random.default_rng(0))
+    w = sel.info["cluster_weights"][-1]
+    assert w[0] > 0.99 and sum(w) == pytest.approx(1)
+    round2 = sel.indices[sel.columns["round"][sel.indices] == 2]
+    assert (p.clusters[round2] == 0).all()
