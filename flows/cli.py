@@ -33,14 +33,12 @@ def _build(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"output.root={args.out}")
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
 
-    from flows.curate import preflight
+    from curation.report import format_summary, load_manifest
+    from flows.curate import curate, preflight
 
     preflight(recipe)
-    from curation.report import format_summary, load_manifest
-    from flows.curate import curate
-
     hide_tracebacks_of_user_errors()
 
     version_dir = curate(recipe)
@@ -86,7 +84,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(manifest["summary"], default=str))
     elif args.format == "csv":
-        from curation.report import pl
+        import polars as pl
 
         sys.stdout.write(pl.DataFrame(manifest["summary"]["groups"]).write_csv())
     else:
