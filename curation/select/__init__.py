@@ -2,6 +2,15 @@
 
 from curation.select.base import Selector, build_selector
 from curation.select.kmq import IterativeKMQSelector, KMQSelector
+from curation.select.quad import QuadSelector
 from curation.select.random import RandomSelector, StratifiedSelector
 
-__all__ = ["IterativeKMQSelector", "KMQSelector", "RandomSelector", "Selector", "StratifiedSelector", "build_selector"]
+__all__ = [
+    "IterativeKMQSelector",
+    "KMQSelector",
+    "QuadSelector",
+    "RandomSelector",
+    "Selector",
+    "StratifiedSelector",
+    "build_selector",
+]

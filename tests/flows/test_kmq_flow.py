@@ -67,3 +67,27 @@ def test_kmq_with_k_auto_reports_silhouette_per_k(tmp_path, monkeypatch, evals_s
     assert clustering["k"] == -best[1]
     data = pl.read_parquet(version / "data")
     assert data.height == 50 and data["cluster"].n_unique() <= clustering["k"]
+
+
+@pytest.mark.slow
+def test_quad_build_reports_probes_and_scorer_calls(tmp_path, monkeypatch, evals_sample, ray_session, prefect_api,
+                                                    capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("quad.yaml").write_text(yaml.safe_dump({
+        "name": "quad-mix", "seed": 2,
+        "sources": [{"name": "evals", "kind": "files", "path": str(evals_sample), "id": "prompt_id", "text": "text"}],
+        "embed": {"model": "hashing"},
+        "cluster": {"k": 12},
+        "select": {"method": "quad", "budget": 60, "scorer": "length", "probe": 4, "chunk": 10, "tau": 0.3,
+                   "alpha": 0.05, "clusters_per_round": 3},
+        "output": {"root": "out"},
+    }))
+    assert main(["build", "quad.yaml"]) == 0
+    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    report = pl.read_parquet(version / "report.parquet")
+    picked = report.filter(pl.col("selected"))
+    assert 0 < picked.height <= 60 and picked["chunk_accepted"].all()
+    assert {"round", "probe_score", "ucb_mean", "ucb_bonus"} <= set(report.columns)
+    manifest = json.loads((version / "manifest.json").read_text())
+    calls = manifest["selection"]["scorer_calls"]
+    assert calls == 4 * manifest["selection"]["pulls"] and calls < report.height  # only probes are scored

@@ -12,6 +12,7 @@ from curation.exceptions import InvalidParameterError
 from curation.select import (
     IterativeKMQSelector,
     KMQSelector,
+    QuadSelector,
     RandomSelector,
     Selector,
     StratifiedSelector,
@@ -30,6 +31,9 @@ ALL_SELECTORS = [
     KMQSelector(quality="knn-agreement"),
     IterativeKMQSelector(rounds=2),
     IterativeKMQSelector(rounds=3, mode="replace", within="uniform"),
+    # every probe passes (length > 0 = tau), so Quad fills the budget like the others
+    QuadSelector(scorer="length", clusters_per_round=2, probe=2, chunk=2, tau=0.0, alpha=0.1),
+    QuadSelector(scorer="length", clusters_per_round=1, probe=1, chunk=3, tau=0.0, alpha=1.0, ucb="paper", rho=0.0),
 ]
 
 
@@ -84,7 +88,7 @@ def test_does_not_mutate_the_pool(selector, toy_pool):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, random, stratified"):
+    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, quad, random, stratified"):
         build_selector("qaud")
 
 
