@@ -102,6 +102,9 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     if c.get("k"):
         sil = f", silhouette {c['silhouette']:.3f}" if c.get("silhouette") is not None else ""
         head += ["", f"clusters covered: {c['covered']} / {c['k']} ({c['coverage']:.1%}){sil}"]
+    sel = manifest.get("selection", {})
+    if "scorer_calls" in sel:  # how much of the pool the quality scorer had to look at
+        head += ["", f"scorer calls: {sel['scorer_calls']} for a pool of {b['pool']}"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
     t = manifest.get("timings", {})
     if t:

@@ -83,7 +83,8 @@ def test_quad_build_reports_probes_and_scorer_calls(tmp_path, monkeypatch, evals
         "output": {"root": "out"},
     }))
     assert main(["build", "quad.yaml"]) == 0
-    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out
+    version = Path(out.strip().splitlines()[-1])
     report = pl.read_parquet(version / "report.parquet")
     picked = report.filter(pl.col("selected"))
     assert 0 < picked.height <= 60 and picked["chunk_accepted"].all()
@@ -91,3 +92,4 @@ def test_quad_build_reports_probes_and_scorer_calls(tmp_path, monkeypatch, evals
     manifest = json.loads((version / "manifest.json").read_text())
     calls = manifest["selection"]["scorer_calls"]
     assert calls == 4 * manifest["selection"]["pulls"] and calls < report.height  # only probes are scored
+    assert f"scorer calls: {calls} for a pool of {report.height}" in out
