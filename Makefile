@@ -15,7 +15,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv==$(UV_VER)"
 	@test -x $(VPY) || $(UV) venv --quiet --python $(PY) $(VENV)
-	$(UV) pip install --quiet --python $(VPY) $(TORCH_SRC) -r requirements.lock
+	# --compile-bytecode: every Ray worker imports torch + sentence-transformers; without .pyc files
+	# (and with PYTHONDONTWRITEBYTECODE set) each one recompiles them, ~10 s per actor start
+	$(UV) pip install --quiet --compile-bytecode --python $(VPY) $(TORCH_SRC) -r requirements.lock
 	$(UV) pip install --quiet --python $(VPY) --no-deps -e .
 	@touch $@
 

@@ -26,6 +26,9 @@ def ensure_ray() -> dict:
                         "configure_logging": True}
         if address is None:
             kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+            # Ray nices its workers to 15 by default, so under any contention the embedding actor
+            # yields the CPU it was given; a local run wants the actor at the driver's priority.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(**kwargs)
     return ray.cluster_resources()
 
