@@ -27,7 +27,7 @@ class Progress:
 
             self._bar = tqdm(total=total or None, desc=desc, unit=f" {unit}", file=self.stream, dynamic_ncols=True)
         else:
-            self._line(force=True)
+            self._line()
 
     def __call__(self, n: int = 1) -> None:
         self.done += n
@@ -36,7 +36,7 @@ class Progress:
         elif time.monotonic() - self.last >= self.every:
             self._line()
 
-    def _line(self, force: bool = False) -> None:
+    def _line(self) -> None:
         now = time.monotonic()
         rate = self.done / max(now - self.start, 1e-9)
         done = f"{self.done}/{self.total} ({self.done / self.total:.0%})" if self.total else f"{self.done}"
@@ -47,7 +47,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
         else:
-            self._line(force=True)
+            self._line()
 
     def __enter__(self) -> Progress:
         return self
