@@ -20,9 +20,10 @@ from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
 from curation.ingest import check_unique_ids, combine, normalize_batch
 from curation.progress import progress
-from curation.recipe import Recipe, SourceConfig
+from curation.recipe import HoldoutConfig, Recipe, SourceConfig
+from curation.report import REFERENCE_REASON
 from curation.select import build_selector
-from curation.types import Pool, Selection
+from curation.types import Pool, Reference, Selection
 
 STAGING_COLUMNS = ("__text", "__label")
 MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
@@ -30,8 +31,10 @@ MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 
 def stage_seeds(seed: int) -> dict[str, np.random.Generator]:
     """One independent, reproducible stream per stage, derived from the recipe's root seed."""
-    cluster, select = np.random.SeedSequence(seed).spawn(2)
-    return {"cluster": np.random.default_rng(cluster), "select": np.random.default_rng(select)}
+    # spawn keys are positional: adding a stream at the end leaves the earlier ones unchanged
+    cluster, select, holdout = np.random.SeedSequence(seed).spawn(3)
+    return {"cluster": np.random.default_rng(cluster), "select": np.random.default_rng(select),
+            "holdout": np.random.default_rng(holdout)}
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -111,10 +114,18 @@ def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache: EmbeddingCac
     return X, {"texts": len(texts), "cached": int(found.sum()), "embedded": len(missing_pos)}
 
 
-def embed_tabular(items: pl.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, str]:
-    """Feature-encode tabular items; returns (X, encoder id)."""
+def embed_tabular(items: pl.DataFrame, features: Sequence[str], *,
+                  also: pl.DataFrame | None = None) -> tuple[np.ndarray, str]:
+    """Feature-encode tabular items; returns (X, encoder id).
+
+    The encoder is fitted on ``items`` only; rows of ``also`` (a held-out set) are encoded with
+    it and appended below the items' rows.
+    """
     enc = TabularEncoder(features).fit(items)
-    return enc.transform(items), enc.id
+    X = enc.transform(items)
+    if also is not None:
+        X = np.concatenate([X, enc.transform(also)])
+    return X, enc.id
 
 
 # --------------------------------------------------------------------------------------- cluster
@@ -139,14 +150,25 @@ def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np
 
 
 # ---------------------------------------------------------------------------------------- select
-def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None) -> Pool:
+def make_reference(held: pl.DataFrame, X: np.ndarray, config: HoldoutConfig | None) -> Reference:
+    """The reference set of a pool from its held-out rows and their embeddings."""
+    origin = "reference"
+    if config is not None:
+        origin = f"reference.fraction={config.fraction}" if config.fraction is not None else f"reference.path={config.path}"
+    labels = held["__label"].to_numpy() if "__label" in held.columns else None
+    return Reference(ids=held["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
+                     labels=labels, origin=origin)
+
+
+def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,
+              reference: Reference | None = None) -> Pool:
     """A Pool from items (group codes in sorted group-name order, so they are stable)."""
     names, codes = np.unique(items["group"].to_numpy().astype(str), return_inverse=True)
     lab = items["__label"].to_numpy() if "__label" in items.columns else None
     texts = np.array(items["__text"].to_list(), dtype=object) if "__text" in items.columns else None
     return Pool(ids=items["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
                 groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels,
-                labels=lab, texts=texts)
+                labels=lab, texts=texts, reference=reference)
 
 
 def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
@@ -157,12 +179,13 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 # -------------------------------------------------------------------------------------- assemble
 def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
-             groups: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+             groups: Sequence[str], *, reference: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(published rows, report rows).
 
     Published rows are the selected items, in pick order, with all their source columns plus
     ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report has one row per
-    candidate, including rows skipped at ingestion.
+    candidate, including rows skipped at ingestion and the held-out ``reference`` rows (reason
+    ``reference: ...``, never selected).
     """
     n = len(pool)
     rank = np.full(n, -1, dtype=np.int64)
@@ -203,4 +226,13 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
             ("skipped: " + pl.col("reason")).alias("reason"),
         )
         report = pl.concat([report, sk], how="diagonal_relaxed")
+    if reference is not None and reference.height:
+        origin = pool.reference.origin if pool.reference is not None else "reference"
+        ref = reference.select(
+            *[c for c in base_cols if c in reference.columns],
+            *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
+            pl.lit(False).alias("selected"),
+            pl.lit(f"{REFERENCE_REASON} held out of selection ({origin})").alias("reason"),
+        )
+        report = pl.concat([report, ref], how="diagonal_relaxed")
     return data, report

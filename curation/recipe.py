@@ -118,6 +118,29 @@ class SelectConfig(BaseModel):
         return self
 
 
+class HoldoutConfig(_Strict):
+    """A held-out set of labelled rows: ``{fraction: 0.1}`` or ``{path: ref.jsonl}``.
+
+    ``fraction`` draws that share of the pool (seeded by the recipe's seed; stratified by label
+    when the source has labels, and every label keeps at least one row in the pool); the rows
+    are kept out of selection and listed in the report. ``path`` reads a separate file with the
+    first source's column settings (``text``/``features``, ``label``, ``id``); when ids are
+    content hashes, pool rows identical to a held-out row are dropped from the pool.
+    """
+
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    path: str | list[str] | None = None
+    format: str | None = None
+
+    @model_validator(mode="after")
+    def _fraction_xor_path(self) -> HoldoutConfig:
+        if (self.fraction is None) == (self.path is None):
+            raise ValueError("give exactly one of `fraction` (a share of the pool, e.g. 0.1) or `path` (a file)")
+        if self.format is not None and self.path is None:
+            raise ValueError("`format` applies only with `path`")
+        return self
+
+
 class OutputConfig(_Strict):
     root: str = "out"
     rows_per_shard: int = Field(default=100_000, gt=0)
@@ -133,6 +156,7 @@ class Recipe(_Strict):
     embed: EmbedConfig = EmbedConfig()
     cluster: ClusterConfig = ClusterConfig()
     select: SelectConfig
+    reference: HoldoutConfig | None = None  # the target set for influence / knn-shapley scorers
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")

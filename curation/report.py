@@ -2,7 +2,8 @@
 
 ``report.parquet`` has one row per candidate: ``id, source, group, <group columns>, label,
 cluster, selected, selected_rank, reason``. Rows skipped at ingestion (null or non-UTF-8 text,
-duplicate content) are there too, with ``selected = false``, no cluster and the skip reason.
+duplicate content) are there too, with ``selected = false``, no cluster and the skip reason;
+so are the rows held out as the recipe's reference set (reason ``reference: ...``).
 
 The summary answers "is every group represented?" at a glance:
 
@@ -22,6 +23,8 @@ import polars as pl
 
 from curation.publish import resolve_version
 
+REFERENCE_REASON = "reference:"  # reason prefix of held-out reference rows in a report
+
 
 def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None) -> dict[str, Any]:
     """Summary tables (lists of row dicts) from a report table."""
@@ -39,8 +42,9 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
         .sort(["selected", "group"])  # least-represented groups first
     )
     covered = report.filter(pl.col("selected"))["cluster"].n_unique() if sel_n else 0
+    is_ref = pl.col("reason").str.starts_with(REFERENCE_REASON)
     skipped = (
-        report.filter(pl.col("cluster").is_null() & ~pl.col("selected"))
+        report.filter(pl.col("cluster").is_null() & ~pl.col("selected") & ~is_ref)
         .group_by("reason").agg(pl.len().alias("rows")).sort("reason")
     )
     return {
@@ -49,6 +53,7 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
             "selected": sel_n,
             "pool": pool_n,
             "budget_used": round(sel_n / budget, 4) if budget else 0.0,
+            "reference": int(report.select(is_ref.sum()).item()),
             "skipped": {r["reason"]: r["rows"] for r in skipped.to_dicts()},
         },
         "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None,
@@ -98,6 +103,8 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     ]
     if b["skipped"]:
         head.append("skipped rows: " + ", ".join(f"{k}={v}" for k, v in b["skipped"].items()))
+    if b.get("reference"):
+        head.append(f"reference rows (held out of selection): {b['reference']}")
     c = s["clusters"]
     if c.get("k"):
         sil = f", silhouette {c['silhouette']:.3f}" if c.get("silhouette") is not None else ""
@@ -105,6 +112,10 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     sel = manifest.get("selection", {})
     if "scorer_calls" in sel:  # how much of the pool the quality scorer had to look at
         head += ["", f"scorer calls: {sel['scorer_calls']} for a pool of {b['pool']}"]
+        facts = sel.get("scorer") or {}
+        if len(facts) > 1:
+            head.append(f"scorer {facts.get('name', '')}: " + ", ".join(
+                f"{k}={_fmt(v)}" for k, v in facts.items() if k != "name"))
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
     t = manifest.get("timings", {})
     if t:

@@ -14,6 +14,33 @@ import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """A held-out target set: what the selection should help a model do well on.
+
+    Attributes:
+        ids: (m,) string ids (for the report).
+        embeddings: (m, d) float32 vectors from the same embedder as the pool.
+        labels: (m,) labels, or None when the source has none.
+        origin: where it came from, for messages (e.g. ``"reference.fraction=0.1"``).
+    """
+
+    ids: np.ndarray
+    embeddings: np.ndarray
+    labels: np.ndarray | None = None
+    origin: str = "reference"
+
+    def __post_init__(self) -> None:
+        m = len(self.ids)
+        if self.embeddings.ndim != 2 or self.embeddings.shape[0] != m:
+            raise ValueError(f"reference embeddings must have shape (m={m}, d); got {self.embeddings.shape}")
+        if self.labels is not None and len(self.labels) != m:
+            raise ValueError(f"reference labels have {len(self.labels)} rows but ids has {m}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
 class Pool:
     """Candidates for selection, row-aligned.
 
@@ -25,6 +52,8 @@ class Pool:
         clusters: (n,) int cluster ids, or None before clustering.
         labels: (n,) labels, or None when the source has none.
         texts: (n,) the item texts (object array of str) for text sources, else None.
+        reference: the target set the pool is judged against (recipe ``reference:``), held out
+            of selection; scorers such as ``influence`` and ``knn-shapley`` need it.
 
     >>> p = Pool(ids=np.array(["a", "b"]), embeddings=np.zeros((2, 3), np.float32),
     ...          groups=np.array([0, 1]), group_names=("x", "y"))
@@ -39,9 +68,13 @@ class Pool:
     clusters: np.ndarray | None = None
     labels: np.ndarray | None = None
     texts: np.ndarray | None = None
+    reference: Reference | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.reference is not None and self.reference.embeddings.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(f"reference embeddings have dimension {self.reference.embeddings.shape[1]} "
+                             f"but the pool's have {self.embeddings.shape[1]}")
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != n:
             raise ValueError(f"embeddings must have shape (n={n}, d); got {self.embeddings.shape}")
         if len(self.groups) != n:

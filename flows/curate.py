@@ -23,11 +23,11 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors import load_connector
-from curation import pipeline
+from curation import holdout, pipeline
 from curation.embed import EmbeddingCache, make_text_embedder
 from curation.publish import code_version, publish_version
-from curation.recipe import Recipe
-from curation.report import summarize
+from curation.recipe import Recipe, SourceConfig
+from curation.report import REFERENCE_REASON, summarize
 
 
 def preflight(recipe: Recipe) -> None:
@@ -38,6 +38,16 @@ def preflight(recipe: Recipe) -> None:
         except KeyError as exc:
             raise FileNotFoundError(f"sources[{src.name}].kind: {exc.args[0]}") from None
         connector(src).units()
+    if recipe.reference is not None and recipe.reference.path is not None:
+        src = reference_source(recipe)
+        load_connector(src.kind)(src).units()
+
+
+def reference_source(recipe: Recipe) -> SourceConfig:
+    """``reference.path`` read with the first source's column settings."""
+    ref = recipe.reference
+    return recipe.sources[0].model_copy(update={"name": "reference", "path": ref.path, "format": ref.format,
+                                                "limit": None})
 
 
 def cache_dir(recipe: Recipe) -> Path:
@@ -55,15 +65,30 @@ def ingest_task(recipe: Recipe, work: str) -> dict[str, Any]:
     items, skipped = pipeline.merge_sources(parts)
     for reason, n in unreadable.items():  # lines no connector could decode: counted, no id to report
         skipped = pl.concat([skipped, pl.DataFrame({"reason": [reason] * n})], how="diagonal_relaxed")
-    items.write_parquet(f"{work}/items.parquet")
-    skipped.write_parquet(f"{work}/skipped.parquet")
-    return {"items": f"{work}/items.parquet", "skipped": f"{work}/skipped.parquet", "inputs": inputs,
-            "rows": items.height, "skipped_rows": skipped.height}
+    out = {"items": f"{work}/items.parquet", "skipped": f"{work}/skipped.parquet", "inputs": inputs}
+    ref = recipe.reference
+    if ref is not None:
+        if ref.fraction is not None:
+            items, held = holdout.split_fraction(items, ref.fraction, rng=pipeline.stage_seeds(recipe.seed)["holdout"])
+        else:
+            src = reference_source(recipe)
+            conn = load_connector(src.kind)(src)
+            inputs.append({"source": "reference", "kind": src.kind, "units": conn.fingerprints()})
+            held, _ = pipeline.read_source(conn.iter_batches(), src, recipe.groups, connector_skipped=conn.skipped)
+            if src.id is None:  # content-hash ids: the same id is the same text
+                items, dropped = holdout.drop_overlap(items, held)
+                skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
+        held.write_parquet(f"{work}/reference.parquet")
+        out["reference"] = f"{work}/reference.parquet"
+    items.write_parquet(out["items"])
+    skipped.write_parquet(out["skipped"])
+    return {**out, "rows": items.height, "skipped_rows": skipped.height}
 
 
 @task(name="embed", cache_policy=NO_CACHE)
-def embed_task(recipe: Recipe, items_path: str, work: str) -> dict[str, Any]:
+def embed_task(recipe: Recipe, items_path: str, work: str, reference_path: str | None = None) -> dict[str, Any]:
     items = pl.read_parquet(items_path)
+    held = pl.read_parquet(reference_path) if reference_path else None
     if recipe.is_text:
         from flows.ray_runtime import ensure_ray, plan_actors, ray_map_chunks
 
@@ -80,16 +105,21 @@ def embed_task(recipe: Recipe, items_path: str, work: str) -> dict[str, Any]:
             placement.update(ray_actors=actors, threads_per_actor=threads)
             yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads)
 
-        X, counts = pipeline.embed_texts(items["__text"].to_list(), embedder,
+        texts = items["__text"].to_list() + (held["__text"].to_list() if held is not None else [])
+        X, counts = pipeline.embed_texts(texts, embedder,
                                          cache=EmbeddingCache(cache_dir(recipe), embedder.id),
                                          map_chunks=on_ray, chunk_size=cfg.chunk_size)
         info = {"embedder": embedder.id, **counts, **placement}
     else:
         features = recipe.sources[0].features or []
-        X, enc_id = pipeline.embed_tabular(items, features)
+        X, enc_id = pipeline.embed_tabular(items, features, also=held)
         info = {"embedder": enc_id, "texts": 0, "cached": 0, "embedded": len(X)}
-    np.save(f"{work}/embeddings.npy", X)
-    return {"embeddings": f"{work}/embeddings.npy", "dim": int(X.shape[1]), **info}
+    out = {"embeddings": f"{work}/embeddings.npy"}
+    if held is not None:  # the reference rows were embedded after the pool's, with the same model
+        np.save(f"{work}/reference_embeddings.npy", X[items.height:])
+        out["reference_embeddings"] = f"{work}/reference_embeddings.npy"
+    np.save(out["embeddings"], X[: items.height])
+    return {**out, "dim": int(X.shape[1]), **info}
 
 
 @task(name="cluster", cache_policy=NO_CACHE)
@@ -101,11 +131,16 @@ def cluster_task(recipe: Recipe, embeddings_path: str, work: str) -> dict[str, A
 
 
 @task(name="select", cache_policy=NO_CACHE)
-def select_task(recipe: Recipe, items_path: str, embeddings_path: str, clusters_path: str, work: str) -> dict[str, Any]:
-    items = pl.read_parquet(items_path)
-    pool = pipeline.make_pool(items, np.load(embeddings_path), np.load(clusters_path))
+def select_task(recipe: Recipe, ingested: dict[str, Any], embedded: dict[str, Any], clusters_path: str,
+                work: str) -> dict[str, Any]:
+    items = pl.read_parquet(ingested["items"])
+    held = pl.read_parquet(ingested["reference"]) if "reference" in ingested else None
+    reference = (pipeline.make_reference(held, np.load(embedded["reference_embeddings"]), recipe.reference)
+                 if held is not None else None)
+    pool = pipeline.make_pool(items, np.load(embedded["embeddings"]), np.load(clusters_path), reference=reference)
     selection = pipeline.select(pool, recipe, pipeline.stage_seeds(recipe.seed)["select"])
-    data, report = pipeline.assemble(items, pl.read_parquet(f"{work}/skipped.parquet"), pool, selection, recipe.groups)
+    data, report = pipeline.assemble(items, pl.read_parquet(ingested["skipped"]), pool, selection, recipe.groups,
+                                     reference=held)
     data.write_parquet(f"{work}/data.parquet")
     report.write_parquet(f"{work}/report.parquet")
     return {"data": f"{work}/data.parquet", "report": f"{work}/report.parquet", "info": selection.info}
@@ -115,6 +150,7 @@ def select_task(recipe: Recipe, items_path: str, embeddings_path: str, clusters_
 def publish_task(recipe: Recipe, selected: dict[str, Any], facts: dict[str, Any]) -> str:
     data = pl.read_parquet(selected["data"])
     report = pl.read_parquet(selected["report"])
+    is_ref = report["reason"].str.starts_with(REFERENCE_REASON)
     manifest = {
         "name": recipe.name,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -124,7 +160,8 @@ def publish_task(recipe: Recipe, selected: dict[str, Any], facts: dict[str, Any]
         "code_version": code_version(),
         **facts,
         "counts": {"candidates": report.height, "pool": int(report["cluster"].is_not_null().sum()),
-                   "selected": data.height, "skipped": int(report["cluster"].is_null().sum())},
+                   "selected": data.height, "reference": int(is_ref.sum()),
+                   "skipped": int((report["cluster"].is_null() & ~is_ref).sum())},
         "selection": selected["info"],
         "summary": summarize(report, budget=recipe.select.budget, k=facts["clustering"]["k"],
                              silhouette=facts["clustering"].get("silhouette")),
@@ -149,13 +186,12 @@ def curate(recipe: Recipe) -> str:
 
     try:
         ingested = timed("ingest", ingest_task, recipe, str(work))
-        embedded = timed("embed", embed_task, recipe, ingested["items"], str(work))
+        embedded = timed("embed", embed_task, recipe, ingested["items"], str(work), ingested.get("reference"))
         clustered = timed("cluster", cluster_task, recipe, embedded["embeddings"], str(work))
-        selected = timed("select", select_task, recipe, ingested["items"], embedded["embeddings"],
-                         clustered["clusters"], str(work))
+        selected = timed("select", select_task, recipe, ingested, embedded, clustered["clusters"], str(work))
         facts = {
             "inputs": ingested["inputs"],
-            "embedding": {k: v for k, v in embedded.items() if k != "embeddings"},
+            "embedding": {k: v for k, v in embedded.items() if not k.endswith("embeddings")},
             "clustering": {k: v for k, v in clustered.items() if k != "clusters"},
             "timings": timings,
         }

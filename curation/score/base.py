@@ -44,6 +44,10 @@ class QualityScorer(ABC):
     @abstractmethod
     def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray: ...
 
+    def facts(self) -> dict[str, Any]:
+        """What the scorer's one-off preparation cost (e.g. a fitted proxy), for the summary."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -55,6 +59,7 @@ def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualitySc
         InvalidParameterError: an unknown name (the message lists the known ones) or bad options.
     """
     import curation.score.builtin  # noqa: F401  (registers the built-ins)
+    import curation.score.reference  # noqa: F401
 
     if isinstance(spec, QualityScorer):
         return spec
@@ -74,7 +79,7 @@ def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualitySc
         return PythonScorer(opts.pop("python"), **opts)
     name = opts.pop("name", None)
     if name not in QualityScorer.registry:
-        known = ", ".join(sorted(QualityScorer.registry) + ["python:module:function"])
+        known = ", ".join(sorted(set(QualityScorer.registry) - {"python"}) + ["python:module:function"])
         raise InvalidParameterError(f"Unknown quality scorer {name!r}. Known scorers: {known}.")
     try:
         return QualityScorer.registry[name](**opts)

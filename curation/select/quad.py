@@ -151,7 +151,8 @@ class QuadSelector(Selector, name="quad"):
         ], dtype=object)
         info = {"scorer_calls": scorer.calls, "rounds": int(max((h["round"] for h in history), default=0)),
                 "pulls": int(pulls.sum()), "accepted_chunks": int(sum(h["accepted"] for h in history)),
-                "clusters_covered": int(len(np.unique(clusters[idx]))) if len(idx) else 0, "history": history}
+                "clusters_covered": int(len(np.unique(clusters[idx]))) if len(idx) else 0,
+                "scorer": {"name": scorer.name, **scorer.facts()}, "history": history}
         columns = {"round": round_of, "probe_score": probe_score, "chunk_accepted": accepted,
                    "ucb_mean": ucb_mean, "ucb_bonus": ucb_bonus}
         return Selection(indices=idx.astype(np.int64), reasons=reasons, info=info, columns=columns)

@@ -74,7 +74,8 @@ def test_resolve_version_errors(tmp_path):
 
 def test_summary_counts_groups_clusters_and_skips():
     s = summarize(report_frame(), budget=2, k=3)
-    assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "skipped": {"skipped: null_text": 1}}
+    assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "reference": 0,
+                           "skipped": {"skipped: null_text": 1}}
     assert s["clusters"] == {"k": 3, "covered": 2, "coverage": round(2 / 3, 4), "silhouette": None}
     groups = {g["group"]: g for g in s["groups"]}
     assert groups["x"] == {"group": "x", "pool": 3, "pool_share": 0.75, "selected": 1, "selected_share": 0.5}

@@ -109,3 +109,19 @@ def test_k_auto_and_bad_k(tmp_path):
     assert load_recipe(p, ["cluster.k=auto"]).cluster.k == "auto"
     with pytest.raises(RecipeError, match=r"cluster\.k"):
         load_recipe(p, ["cluster.k=big"])
+
+
+def test_reference_section_fraction_or_path(tmp_path):
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    assert load_recipe(p, ["reference={fraction: 0.1}"]).reference.fraction == 0.1
+    assert load_recipe(p, ["reference={path: ref.jsonl, format: jsonl}"]).reference.path == "ref.jsonl"
+    assert load_recipe(p).reference is None
+    issue = load_recipe(p, ["select={method: quad, budget: 800, scorer: influence, probe: 10, chunk: 50, alpha: 0.01}",
+                            "reference={fraction: 0.1}"])
+    assert issue.select.params()["scorer"] == "influence"
+    for bad, match in [("reference={fraction: 0.1, path: x}", "exactly one of `fraction`"),
+                       ("reference={}", "exactly one of `fraction`"),
+                       ("reference={fraction: 1.5}", r"reference\.fraction = 1\.5"),
+                       ("reference={fraction: 0.1, format: csv}", "`format` applies only with `path`")]:
+        with pytest.raises(RecipeError, match=match):
+            load_recipe(p, [bad])

@@ -64,3 +64,53 @@ def test_python_feedback_hook_drives_weights():
     assert w[0] > 0.99 and sum(w) == pytest.approx(1)
     round2 = sel.indices[sel.columns["round"][sel.indices] == 2]
     assert (p.clusters[round2] == 0).all()
+
+
+# ----------------------------------------------------------------- scorers against a reference set
+def reference_pool(seed: int = 0, n: int = 400, noisy: int = 40):
+    """Three labelled blobs; the first ``noisy`` pool rows have wrong labels; a clean reference."""
+    from curation.types import Reference
+
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(3, 8)) * 2
+    y = rng.integers(0, 3, n)
+    X = (mu[y] + rng.normal(size=(n, 8))).astype(np.float32)
+    labels = y.copy()
+    labels[:noisy] = (labels[:noisy] + 1) % 3
+    yr = rng.integers(0, 3, 150)
+    ref = Reference(ids=np.arange(150).astype(str), embeddings=(mu[yr] + rng.normal(size=(150, 8))).astype(np.float32),
+                    labels=yr.astype(str))
+    return Pool(ids=np.arange(n).astype(str), embeddings=X, groups=np.zeros(n, np.int64), group_names=("*",),
+                labels=labels.astype(str), reference=ref)
+
+
+@pytest.mark.parametrize("spec", ["influence", {"name": "knn-shapley", "k": 5}, {"name": "knn-shapley", "epsilon": None}])
+def test_reference_scorers_rank_mislabelled_rows_low(spec, seed):
+    pool = reference_pool(seed)
+    scorer = build_scorer(spec)
+    s = scorer.score(pool)
+    noisy = np.zeros(len(pool), bool)
+    noisy[:40] = True
+    assert s[noisy].mean() < 0 < s[~noisy].mean()
+    lowest = np.argsort(s, kind="stable")[:40]
+    assert noisy[lowest].mean() >= 0.7  # most of the lowest-scored rows are the mislabelled ones
+    assert scorer.calls == len(pool) and scorer.facts()["reference_rows"] == 150
+
+
+def test_influence_scorer_scores_probes_without_scoring_the_pool():
+    pool = reference_pool()
+    scorer = build_scorer({"name": "influence", "fit_rows": 100})
+    a = scorer.score(pool, np.array([5, 50, 300]))
+    assert scorer.calls == 3 and scorer.facts()["train_rows"] == 100
+    np.testing.assert_allclose(scorer.score(pool, np.array([300, 5])), a[[2, 0]])  # fitted once, same values
+
+
+@pytest.mark.parametrize("name", ["influence", "knn-shapley"])
+def test_reference_scorers_explain_what_is_missing(name, toy_pool):
+    with pytest.raises(DataError, match=r"reference: \{fraction: 0.1\}"):
+        build_scorer(name).score(toy_pool)
+    unlabelled = reference_pool()
+    from dataclasses import replace
+
+    with pytest.raises(DataError, match="sources\\[\\].label"):
+        build_scorer(name).score(replace(unlabelled, labels=None))

@@ -118,3 +118,37 @@ def test_report_columns_explain_every_item():
     assert all("chunk accepted" in r for r in sel.reasons[picked])
     rejected = (sel.columns["round"] > 0) & ~sel.columns["chunk_accepted"]
     assert all("chunk rejected" in r for r in sel.reasons[rejected])
+
+
+def labelled_pool_with_bad_clusters(seed, K=12, size=60, C=3, d=8):
+    """K clusters, K/C per class; the last quarter of the clusters carry the next class's label.
+    The reference set is clean: fresh draws around the class means."""
+    from curation.types import Reference
+
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(C, d)) * 3
+    cls = np.arange(K) % C
+    centers = mu[cls] + rng.normal(size=(K, d))
+    clusters = np.repeat(np.arange(K), size)
+    X = (centers[clusters] + 0.7 * rng.normal(size=(K * size, d))).astype(np.float32)
+    bad = (np.arange(K) >= K - K // 4)[clusters]
+    labels = np.where(bad, (cls[clusters] + 1) % C, cls[clusters]).astype(str)
+    yr = rng.integers(0, C, 200)
+    ref = Reference(ids=np.arange(200).astype(str), labels=yr.astype(str),
+                    embeddings=(mu[yr] + 1.2 * rng.normal(size=(200, d))).astype(np.float32))
+    pool = Pool(ids=np.arange(K * size).astype(str), embeddings=X, groups=np.zeros(K * size, int), group_names=("*",),
+                clusters=clusters, labels=labels, reference=ref)
+    return pool, bad
+
+
+@pytest.mark.parametrize("scorer", ["influence", "knn-shapley"])
+def test_quad_with_a_reference_scorer_avoids_mislabelled_clusters(scorer, seed):
+    """A quarter of the clusters carry wrong labels: influence / KNN-Shapley against a clean
+    reference set keep Quad (greedy, tau 0) out of them, while scoring only the probes."""
+    pool, bad = labelled_pool_with_bad_clusters(seed)
+    sel = QuadSelector(scorer=scorer, clusters_per_round=3, probe=5, chunk=20, tau=0.0, alpha=0.0, rho=0.0).select(
+        pool, 200, rng=np.random.default_rng(seed))
+    assert len(sel.indices) == 200
+    assert (~bad[sel.indices]).mean() >= 0.9
+    assert sel.info["scorer_calls"] == sel.info["pulls"] * 5 < len(pool) / 4
+    assert sel.info["scorer"]["name"] == scorer and sel.info["scorer"]["reference_rows"] == 200

@@ -1,0 +1,54 @@
+"""Held-out sets: split a share of the pool off, or drop pool rows that duplicate a given set.
+
+A held-out set (the recipe's ``reference:``) is what a selection is judged against: the
+influence and KNN-Shapley scorers ask "does this item help a model do well on these rows?".
+Rows in it must never be selected, or the selection would be scored on its own training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from curation.exceptions import DataError
+from curation.select.allocation import allocate
+
+
+def split_fraction(items: pl.DataFrame, fraction: float, *, rng: np.random.Generator,
+                   label: str | None = "__label") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(pool rows, held-out rows): ``round(fraction · n)`` rows drawn at random.
+
+    With a ``label`` column the draw is stratified: each label gets its proportional share by
+    largest remainders, and at most ``n_label − 1`` of its rows, so every label stays in the pool.
+    Row order is preserved on both sides.
+
+    Raises:
+        DataError: the split would leave the pool or the held-out set empty.
+    """
+    n = items.height
+    total = int(round(fraction * n))
+    if total < 1 or total >= n:
+        raise DataError(f"reference.fraction={fraction} of {n} rows holds out {total} rows; "
+                        "it must leave at least one row on each side (use a larger pool or another fraction)")
+    if label is not None and label in items.columns:
+        codes = np.unique(items[label].cast(pl.String).fill_null("").to_numpy(), return_inverse=True)[1]
+        sizes = np.bincount(codes)
+        quota = allocate(sizes.astype(float), total, capacity=sizes - 1)
+        held = np.concatenate([rng.permutation(np.flatnonzero(codes == g))[:q] for g, q in enumerate(quota)])
+    else:
+        held = rng.permutation(n)[:total]
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return items.filter(pl.Series(~mask)), items.filter(pl.Series(mask))
+
+
+def drop_overlap(items: pl.DataFrame, held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(pool rows whose id is not in ``held``, the dropped rows with a ``reason``).
+
+    Used when ids are content hashes: an id shared with the held-out set is the same content,
+    and keeping it would let a selection be judged on a copy of its own training data.
+    """
+    dup = items["id"].is_in(held["id"].implode())
+    dropped = items.filter(dup).drop([c for c in ("__text", "__label") if c in items.columns]).with_columns(
+        reason=pl.lit("duplicate_of_reference"))
+    return items.filter(~dup), dropped
