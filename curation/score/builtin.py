@@ -13,7 +13,10 @@ from curation.types import Pool
 
 
 class ConstantScorer(QualityScorer, name="constant"):
-    """Every item scores 0: no preference (kMQ with it is kM-Random)."""
+    """Every item scores 0: no preference (kMQ with it is kM-Random). Free: it counts no calls."""
+
+    def score(self, pool: Pool, indices: np.ndarray | None = None) -> np.ndarray:
+        return np.zeros(len(pool) if indices is None else len(indices))
 
     def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray:
         return np.zeros(len(indices))

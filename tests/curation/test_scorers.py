@@ -114,3 +114,9 @@ def test_reference_scorers_explain_what_is_missing(name, toy_pool):
 
     with pytest.raises(DataError, match="sources\\[\\].label"):
         build_scorer(name).score(replace(unlabelled, labels=None))
+
+
+def test_constant_scorer_is_free():
+    s = build_scorer("constant")
+    assert (s.score(pool()) == 0).all() and (s.score(pool(), np.array([1, 2])) == 0).all()
+    assert s.calls == 0  # nothing was evaluated: kM-Random reports no scorer calls
