@@ -25,8 +25,9 @@ pool rows, against the reference set. Methods at the same budget (``--fraction``
   each of ``--alphas`` (the UCB exploration weight; the influence scores here are of order 1).
 
 Reported per method (mean ± std over seeds): held-out accuracy of a ridge classifier trained
-on the selection, scorer calls, clusters covered, Vendi score (q = 1, cosine), share of
-relabelled items selected, wall time (including the scorer's proxy fit). Results:
+on the selection, scorer calls, clusters covered, classes present in the selection, Vendi
+score (q = 1, cosine), share of relabelled items selected, wall time (including the scorer's
+proxy fit). Results:
 bench/results/quad.md.
 """
 
@@ -147,7 +148,7 @@ def main() -> int:
               f"budget {budget}", flush=True)
         rows = []
         for name, spec in methods.items():
-            res = {k: [] for k in ("acc", "calls", "covered", "vendi", "noisy", "secs", "n")}
+            res = {k: [] for k in ("acc", "calls", "covered", "classes", "vendi", "noisy", "secs", "n")}
             for seed in range(args.seeds):
                 t0 = time.perf_counter()
                 if callable(spec):
@@ -160,6 +161,7 @@ def main() -> int:
                 res["acc"].append(evaluate(Xp[idx], labels[idx], X[test], y[test]))
                 res["calls"].append(sel.info.get("scorer_calls", 0))
                 res["covered"].append(len(np.unique(km.labels_[idx])))
+                res["classes"].append(len(np.unique(y_clean[idx])))
                 res["vendi"].append(vendi_score(Xp[idx]))
                 res["noisy"].append(float(relabelled[idx].mean()))
                 if callable(spec):  # deterministic: one run is every run
@@ -169,7 +171,7 @@ def main() -> int:
             row = {"method": name, **{k: (float(np.mean(v)), float(np.std(v))) for k, v in res.items()}}
             rows.append(row)
             print(f"{name:34s} acc {row['acc'][0]:.4f}±{row['acc'][1]:.4f}  calls {row['calls'][0]:8.0f}  "
-                  f"covered {row['covered'][0]:5.0f}  vendi {row['vendi'][0]:6.1f}  relabelled {row['noisy'][0]:.3f}  "
+                  f"covered {row['covered'][0]:5.0f}  classes {row['classes'][0]:4.1f}  vendi {row['vendi'][0]:6.1f}  relabelled {row['noisy'][0]:.3f}  "
                   f"n {row['n'][0]:.0f}  {row['secs'][0]:.1f}s", flush=True)
         md_tables.append(report_table(setting, rows, full, relabelled.mean(), len(pool_idx)))
 
@@ -199,14 +201,14 @@ def report_table(setting: str, rows: list[dict], full: float, relabelled: float,
     top = next(r for r in rows if r["method"].startswith("top-k"))
     lines = [f"## {setting} pool ({relabelled:.1%} of the labels replaced; whole pool as training set: "
              f"accuracy {full:.4f})", "",
-             "| method | accuracy | vs top-k | scorer calls | calls vs top-k | clusters covered | Vendi (q=1) "
-             "| relabelled share | selected | wall s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| method | accuracy | vs top-k | scorer calls | calls vs top-k | clusters covered | classes "
+             "| Vendi (q=1) | relabelled share | selected | wall s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['acc'][0]:.4f} ± {r['acc'][1]:.4f} | {r['acc'][0] / top['acc'][0]:.3f} "
             f"| {r['calls'][0]:.0f} | {r['calls'][0] / max(top['calls'][0], 1):.3f} | {r['covered'][0]:.0f} "
-            f"| {r['vendi'][0]:.1f} | {r['noisy'][0]:.3f} | {r['n'][0]:.0f} | {r['secs'][0]:.1f} |")
+            f"| {r['classes'][0]:.1f} | {r['vendi'][0]:.1f} | {r['noisy'][0]:.3f} | {r['n'][0]:.0f} | {r['secs'][0]:.1f} |")
     quads = [r for r in rows if r["method"].startswith("Quad")]
     hits = [r["method"] for r in quads if r["acc"][0] >= 0.95 * top["acc"][0] and r["calls"][0] <= 0.1 * top["calls"][0]
             and r["covered"][0] > top["covered"][0]]

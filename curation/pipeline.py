@@ -32,9 +32,9 @@ MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 def stage_seeds(seed: int) -> dict[str, np.random.Generator]:
     """One independent, reproducible stream per stage, derived from the recipe's root seed."""
     # spawn keys are positional: adding a stream at the end leaves the earlier ones unchanged
-    cluster, select, holdout = np.random.SeedSequence(seed).spawn(3)
+    cluster, select, holdout, value = np.random.SeedSequence(seed).spawn(4)
     return {"cluster": np.random.default_rng(cluster), "select": np.random.default_rng(select),
-            "holdout": np.random.default_rng(holdout)}
+            "holdout": np.random.default_rng(holdout), "value": np.random.default_rng(value)}
 
 
 # ---------------------------------------------------------------------------------------- ingest
@@ -154,21 +154,21 @@ def make_reference(held: pl.DataFrame, X: np.ndarray, config: HoldoutConfig | No
     """The reference set of a pool from its held-out rows and their embeddings."""
     origin = "reference"
     if config is not None:
-        origin = f"reference.fraction={config.fraction}" if config.fraction is not None else f"reference.path={config.path}"
+        origin = f"held-out fraction {config.fraction}" if config.fraction is not None else f"held-out file {config.path}"
     labels = held["__label"].to_numpy() if "__label" in held.columns else None
     return Reference(ids=held["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
                      labels=labels, origin=origin)
 
 
 def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,
-              reference: Reference | None = None) -> Pool:
+              reference: Reference | None = None, values: np.ndarray | None = None) -> Pool:
     """A Pool from items (group codes in sorted group-name order, so they are stable)."""
     names, codes = np.unique(items["group"].to_numpy().astype(str), return_inverse=True)
     lab = items["__label"].to_numpy() if "__label" in items.columns else None
     texts = np.array(items["__text"].to_list(), dtype=object) if "__text" in items.columns else None
     return Pool(ids=items["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
                 groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels,
-                labels=lab, texts=texts, reference=reference)
+                labels=lab, texts=texts, reference=reference, values=values)
 
 
 def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
@@ -179,13 +179,15 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 # -------------------------------------------------------------------------------------- assemble
 def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
-             groups: Sequence[str], *, reference: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+             groups: Sequence[str], *, reference: pl.DataFrame | None = None,
+             value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(published rows, report rows).
 
     Published rows are the selected items, in pick order, with all their source columns plus
     ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report has one row per
     candidate, including rows skipped at ingestion and the held-out ``reference`` rows (reason
-    ``reference: ...``, never selected).
+    ``reference: ...``, never selected). With data values (``pool.values``) the report has
+    ``value`` and ``value_stderr`` (null where the method has no standard error).
     """
     n = len(pool)
     rank = np.full(n, -1, dtype=np.int64)
@@ -199,6 +201,10 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
     if selection.scores is not None:
         fields = fields.with_columns(pl.Series("score", selection.scores, dtype=pl.Float64))
+    if pool.values is not None:
+        stderr = value_stderr if value_stderr is not None else np.full(n, np.nan)
+        fields = fields.with_columns(pl.Series("value", pool.values, dtype=pl.Float64),
+                                     pl.Series("value_stderr", stderr, dtype=pl.Float64, nan_to_null=True))
     extra = [c for c in selection.columns if c not in fields.columns]
     for c in extra:  # NaN in a float column means "not applicable": store null
         fields = fields.with_columns(pl.Series(c, selection.columns[c], nan_to_null=True))
@@ -216,6 +222,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         pl.col("selected_rank").is_not_null().alias("selected"),
         "selected_rank",
         *(["score"] if "score" in full.columns else []),
+        *([c for c in ("value", "value_stderr") if c in fields.columns]),
         *extra,
         "reason",
     )

@@ -141,6 +141,33 @@ class HoldoutConfig(_Strict):
         return self
 
 
+VALUE_METHODS = ("knn-shapley", "tmc-shapley", "g-shapley", "loo", "beta-shapley", "banzhaf")
+
+
+class ValueConfig(_Strict):
+    """Data valuation of every pool item against a held-out validation set (ALGORITHMS.md §4).
+
+    ``knn-shapley`` scales to millions of items (``epsilon`` for the truncated version); the
+    model-based methods (``tmc-shapley``, ``g-shapley``, ``loo``, ``beta-shapley``,
+    ``banzhaf``) train a logistic regression per evaluated subset and are refused above
+    ``max_items`` pool rows. Keys that do not apply to the chosen method are ignored.
+    """
+
+    method: Literal["knn-shapley", "tmc-shapley", "g-shapley", "loo", "beta-shapley", "banzhaf"] = "knn-shapley"
+    validation: HoldoutConfig | None = None  # default: the recipe's `reference`
+    k: int = Field(default=5, gt=0, description="knn-shapley: neighbours")
+    epsilon: float | None = Field(default=None, gt=0, le=1, description="knn-shapley: truncation (null = exact)")
+    max_permutations: int = Field(default=500, gt=0, description="tmc-shapley, g-shapley")
+    samples: int = Field(default=2000, gt=0, description="beta-shapley, banzhaf: utility samples")
+    truncation_rtol: float = Field(default=0.01, ge=0)
+    truncation_patience: int = Field(default=5, ge=0)
+    conv_rtol: float = Field(default=0.05, ge=0)
+    alpha: float = Field(default=16.0, gt=0, description="beta-shapley")
+    beta: float = Field(default=1.0, gt=0, description="beta-shapley")
+    players: Literal["items", "groups"] = "items"
+    max_items: int = Field(default=5000, gt=0, description="model-based methods: largest pool they accept")
+
+
 class OutputConfig(_Strict):
     root: str = "out"
     rows_per_shard: int = Field(default=100_000, gt=0)
@@ -157,6 +184,7 @@ class Recipe(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     select: SelectConfig
     reference: HoldoutConfig | None = None  # the target set for influence / knn-shapley scorers
+    value: ValueConfig | None = None
     output: OutputConfig = OutputConfig()
 
     @model_validator(mode="after")
@@ -168,7 +196,23 @@ class Recipe(_Strict):
         kinds = {"text" if s.text else "tabular" for s in self.sources}
         if len(kinds) > 1:
             raise ValueError("all sources must be text sources or all tabular sources, not a mix")
+        if self.value is not None:
+            if self.value.validation is not None and self.reference is not None:
+                raise ValueError("give the held-out set once: `reference` or `value.validation` (both scorers and "
+                                 "valuation use it), not both")
+            if self.value.validation is None and self.reference is None:
+                raise ValueError("value needs a held-out validation set: add `validation: {fraction: 0.2}` (or "
+                                 "`{path: ...}`) to `value`, or a top-level `reference`")
+            if self.sources[0].label is None:
+                raise ValueError("value needs labels: set sources[].label")
         return self
+
+    @property
+    def holdout(self) -> HoldoutConfig | None:
+        """The recipe's one held-out set: ``reference``, else ``value.validation``."""
+        if self.reference is not None:
+            return self.reference
+        return self.value.validation if self.value is not None else None
 
     @property
     def is_text(self) -> bool:

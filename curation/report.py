@@ -10,6 +10,9 @@ The summary answers "is every group represented?" at a glance:
 * ``groups``: per group, pool count and share before selection, selected count and share after;
 * ``clusters``: clusters represented in the selection / total (coverage);
 * ``budget``: budget, selected, usable pool, skipped rows by reason.
+
+With data values (the recipe's ``value:``) the report has ``value`` and ``value_stderr``, and
+the groups table adds each group's total and mean value.
 """
 
 from __future__ import annotations
@@ -31,14 +34,18 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
     usable = report.filter(pl.col("cluster").is_not_null())  # skipped rows have no cluster
     pool_n = usable.height
     sel_n = int(report["selected"].sum())
+    # with data values: which groups the model's accuracy depends on (total and mean value)
+    valued = ["value_total", "value_mean"] if "value" in report.columns else []
     groups = (
         usable.group_by("group")
-        .agg(pl.len().alias("pool"), pl.col("selected").sum().alias("selected"))
+        .agg(pl.len().alias("pool"), pl.col("selected").sum().alias("selected"),
+             *([pl.col("value").sum().alias("value_total"), pl.col("value").mean().alias("value_mean")]
+               if valued else []))
         .with_columns(
             (pl.col("pool") / max(pool_n, 1)).round(4).alias("pool_share"),
             (pl.col("selected") / max(sel_n, 1)).round(4).alias("selected_share"),
         )
-        .select("group", "pool", "pool_share", "selected", "selected_share")
+        .select("group", "pool", "pool_share", "selected", "selected_share", *valued)
         .sort(["selected", "group"])  # least-represented groups first
     )
     covered = report.filter(pl.col("selected"))["cluster"].n_unique() if sel_n else 0
@@ -116,6 +123,11 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         if len(facts) > 1:
             head.append(f"scorer {facts.get('name', '')}: " + ", ".join(
                 f"{k}={_fmt(v)}" for k, v in facts.items() if k != "name"))
+    v = manifest.get("valuation")
+    if v:
+        extra = ", ".join(f"{k}={_fmt(v[k])}" for k in ("permutations", "samples", "converged", "seconds") if k in v)
+        head += ["", f"values: {v['method']} against {v.get('validation_rows', '?')} held-out rows"
+                 + (f" ({extra})" if extra else "") + "; per item in report.value, per group below"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
     t = manifest.get("timings", {})
     if t:

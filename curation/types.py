@@ -54,6 +54,7 @@ class Pool:
         texts: (n,) the item texts (object array of str) for text sources, else None.
         reference: the target set the pool is judged against (recipe ``reference:``), held out
             of selection; scorers such as ``influence`` and ``knn-shapley`` need it.
+        values: (n,) data values from the recipe's ``value:`` stage (higher = more valuable), or None.
 
     >>> p = Pool(ids=np.array(["a", "b"]), embeddings=np.zeros((2, 3), np.float32),
     ...          groups=np.array([0, 1]), group_names=("x", "y"))
@@ -69,6 +70,7 @@ class Pool:
     labels: np.ndarray | None = None
     texts: np.ndarray | None = None
     reference: Reference | None = None
+    values: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -81,7 +83,7 @@ class Pool:
             raise ValueError(f"groups has {len(self.groups)} rows but ids has {n}")
         if n and (self.groups.min() < 0 or self.groups.max() >= len(self.group_names)):
             raise ValueError(f"group codes must lie in [0, {len(self.group_names)}); got {self.groups.min()}..{self.groups.max()}")
-        for name in ("clusters", "labels", "texts"):
+        for name in ("clusters", "labels", "texts", "values"):
             arr = getattr(self, name)
             if arr is not None and len(arr) != n:
                 raise ValueError(f"{name} has {len(arr)} rows but ids has {n}")

@@ -25,6 +25,7 @@ from prefect.cache_policies import NO_CACHE
 from connectors import load_connector
 from curation import holdout, pipeline
 from curation.embed import EmbeddingCache, make_text_embedder
+from curation.progress import progress
 from curation.publish import code_version, publish_version
 from curation.recipe import Recipe, SourceConfig
 from curation.report import REFERENCE_REASON, summarize
@@ -38,14 +39,14 @@ def preflight(recipe: Recipe) -> None:
         except KeyError as exc:
             raise FileNotFoundError(f"sources[{src.name}].kind: {exc.args[0]}") from None
         connector(src).units()
-    if recipe.reference is not None and recipe.reference.path is not None:
+    if recipe.holdout is not None and recipe.holdout.path is not None:
         src = reference_source(recipe)
         load_connector(src.kind)(src).units()
 
 
 def reference_source(recipe: Recipe) -> SourceConfig:
-    """``reference.path`` read with the first source's column settings."""
-    ref = recipe.reference
+    """The held-out file (``reference.path`` or ``value.validation.path``) read with the first source's columns."""
+    ref = recipe.holdout
     return recipe.sources[0].model_copy(update={"name": "reference", "path": ref.path, "format": ref.format,
                                                 "limit": None})
 
@@ -66,7 +67,7 @@ def ingest_task(recipe: Recipe, work: str) -> dict[str, Any]:
     for reason, n in unreadable.items():  # lines no connector could decode: counted, no id to report
         skipped = pl.concat([skipped, pl.DataFrame({"reason": [reason] * n})], how="diagonal_relaxed")
     out = {"items": f"{work}/items.parquet", "skipped": f"{work}/skipped.parquet", "inputs": inputs}
-    ref = recipe.reference
+    ref = recipe.holdout
     if ref is not None:
         if ref.fraction is not None:
             items, held = holdout.split_fraction(items, ref.fraction, rng=pipeline.stage_seeds(recipe.seed)["holdout"])
@@ -130,17 +131,39 @@ def cluster_task(recipe: Recipe, embeddings_path: str, work: str) -> dict[str, A
     return {"clusters": f"{work}/clusters.npy", **info}
 
 
+@task(name="value", cache_policy=NO_CACHE)
+def value_task(recipe: Recipe, ingested: dict[str, Any], embedded: dict[str, Any], work: str) -> dict[str, Any]:
+    """Data values of every pool row against the held-out set; the work runs as Ray tasks."""
+    from curation.value.pool import value_pool
+    from flows.ray_runtime import ensure_ray, ray_map
+
+    items = pl.read_parquet(ingested["items"])
+    held = pl.read_parquet(ingested["reference"])
+    pool = pipeline.make_pool(items, np.load(embedded["embeddings"]), None,
+                              reference=pipeline.make_reference(held, np.load(embedded["reference_embeddings"]),
+                                                                recipe.holdout))
+    n_jobs = int(ensure_ray().get("CPU", 1))
+    with progress(0, f"valuing {len(pool)} items ({recipe.value.method})", unit="items"):
+        res = value_pool(pool, recipe.value, rng=pipeline.stage_seeds(recipe.seed)["value"], map_fn=ray_map,
+                         n_jobs=n_jobs)
+    np.save(f"{work}/values.npy", np.stack([res.values, res.stderr]))
+    return {"values": f"{work}/values.npy", "method": res.method,
+            "info": {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool, dict, type(None)))}}
+
+
 @task(name="select", cache_policy=NO_CACHE)
 def select_task(recipe: Recipe, ingested: dict[str, Any], embedded: dict[str, Any], clusters_path: str,
-                work: str) -> dict[str, Any]:
+                work: str, valued: dict[str, Any] | None = None) -> dict[str, Any]:
     items = pl.read_parquet(ingested["items"])
     held = pl.read_parquet(ingested["reference"]) if "reference" in ingested else None
-    reference = (pipeline.make_reference(held, np.load(embedded["reference_embeddings"]), recipe.reference)
+    reference = (pipeline.make_reference(held, np.load(embedded["reference_embeddings"]), recipe.holdout)
                  if held is not None else None)
-    pool = pipeline.make_pool(items, np.load(embedded["embeddings"]), np.load(clusters_path), reference=reference)
+    values = np.load(valued["values"]) if valued else None
+    pool = pipeline.make_pool(items, np.load(embedded["embeddings"]), np.load(clusters_path), reference=reference,
+                              values=None if values is None else values[0])
     selection = pipeline.select(pool, recipe, pipeline.stage_seeds(recipe.seed)["select"])
     data, report = pipeline.assemble(items, pl.read_parquet(ingested["skipped"]), pool, selection, recipe.groups,
-                                     reference=held)
+                                     reference=held, value_stderr=None if values is None else values[1])
     data.write_parquet(f"{work}/data.parquet")
     report.write_parquet(f"{work}/report.parquet")
     return {"data": f"{work}/data.parquet", "report": f"{work}/report.parquet", "info": selection.info}
@@ -188,13 +211,16 @@ def curate(recipe: Recipe) -> str:
         ingested = timed("ingest", ingest_task, recipe, str(work))
         embedded = timed("embed", embed_task, recipe, ingested["items"], str(work), ingested.get("reference"))
         clustered = timed("cluster", cluster_task, recipe, embedded["embeddings"], str(work))
-        selected = timed("select", select_task, recipe, ingested, embedded, clustered["clusters"], str(work))
+        valued = timed("value", value_task, recipe, ingested, embedded, str(work)) if recipe.value else None
+        selected = timed("select", select_task, recipe, ingested, embedded, clustered["clusters"], str(work), valued)
         facts = {
             "inputs": ingested["inputs"],
             "embedding": {k: v for k, v in embedded.items() if not k.endswith("embeddings")},
             "clustering": {k: v for k, v in clustered.items() if k != "clusters"},
             "timings": timings,
         }
+        if valued:
+            facts["valuation"] = {"method": valued["method"], **valued["info"]}
         return publish_task(recipe, selected, facts)  # its own time is not in the manifest it writes
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -69,3 +69,18 @@ def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, 
     finally:
         for w in workers:
             ray.kill(w)
+
+
+def ray_map(func, args: list) -> list:
+    """``[func(a) for a in args]`` as Ray tasks (one CPU each), results in order.
+
+    The ``map_fn`` the valuation methods take: each argument carries its own data (and, for
+    Monte Carlo methods, its own seeds), so the result does not depend on where it runs.
+    """
+    import ray
+
+    if not args:
+        return []
+    ensure_ray()
+    task = ray.remote(num_cpus=1)(func)
+    return ray.get([task.remote(a) for a in args])

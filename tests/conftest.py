@@ -49,11 +49,12 @@ def seed(request) -> int:
 
 @pytest.fixture
 def toy_pool() -> Pool:
-    """8 points, 2 groups (3 'a', 5 'b'), 2 obvious clusters, alternating labels."""
+    """8 points, 2 groups (3 'a', 5 'b'), 2 obvious clusters, alternating labels, data values."""
     X = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [9, 9], [9, 10], [10, 9], [10, 10]], np.float32)
     return Pool(ids=np.arange(8).astype(str), embeddings=X, groups=np.array([0, 0, 0, 1, 1, 1, 1, 1]),
                 group_names=("a", "b"), clusters=np.array([0, 0, 0, 0, 1, 1, 1, 1]),
-                labels=np.array([0, 1, 0, 1, 0, 1, 0, 1]), texts=np.array([f"text {'x' * i}" for i in range(8)], dtype=object))
+                labels=np.array([0, 1, 0, 1, 0, 1, 0, 1]), texts=np.array([f"text {'x' * i}" for i in range(8)], dtype=object),
+                values=np.array([0.3, -0.1, 0.2, 0.5, 0.1, 0.0, 0.4, 0.6]))
 
 
 @pytest.fixture(scope="session")

@@ -145,3 +145,16 @@ class KnnShapleyScorer(QualityScorer, name="knn-shapley"):
 
     def __repr__(self) -> str:
         return f"KnnShapleyScorer(k={self.k}, epsilon={self.epsilon})"
+
+
+class ValueScorer(QualityScorer, name="value"):
+    """The item's data value from the recipe's ``value:`` stage (``pool.values``), as a quality.
+
+    Lets Quad and kMQ use Data Shapley values (KNN-, TMC-, G-Shapley, ...) as their quality.
+    The values were computed for the whole pool by the value stage; this scorer only reads them.
+    """
+
+    def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray:
+        from curation.select.value import require_values
+
+        return require_values(pool, "quality scorer 'value'")[indices]

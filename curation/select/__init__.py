@@ -4,6 +4,7 @@ from curation.select.base import Selector, build_selector
 from curation.select.kmq import IterativeKMQSelector, KMQSelector
 from curation.select.quad import QuadSelector
 from curation.select.random import RandomSelector, StratifiedSelector
+from curation.select.value import ValueThresholdSelector
 
 __all__ = [
     "IterativeKMQSelector",
@@ -12,5 +13,6 @@ __all__ = [
     "RandomSelector",
     "Selector",
     "StratifiedSelector",
+    "ValueThresholdSelector",
     "build_selector",
 ]

@@ -125,3 +125,17 @@ def test_reference_section_fraction_or_path(tmp_path):
                        ("reference={fraction: 0.1, format: csv}", "`format` applies only with `path`")]:
         with pytest.raises(RecipeError, match=match):
             load_recipe(p, [bad])
+
+
+def test_value_section_needs_one_held_out_set_and_labels(tmp_path):
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    r = load_recipe(p, ["value={method: knn-shapley, k: 5, validation: {fraction: 0.2}}",
+                        "select={method: value-threshold, budget: 100}"])
+    assert r.value.k == 5 and r.holdout.fraction == 0.2
+    assert load_recipe(p, ["value={method: tmc-shapley}", "reference={path: v.jsonl}"]).holdout.path == "v.jsonl"
+    for bad, match in [(["value={validation: {fraction: 0.2}}", "reference={fraction: 0.1}"], "held-out set once"),
+                       (["value={method: knn-shapley}"], "needs a held-out validation set"),
+                       (["value={method: tmc}", "reference={fraction: 0.1}"], r"value\.method"),
+                       (["value={validation: {fraction: 0.2}}", "sources.0.label=null"], "value needs labels")]:
+        with pytest.raises(RecipeError, match=match):
+            load_recipe(p, bad)

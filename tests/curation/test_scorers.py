@@ -120,3 +120,13 @@ def test_constant_scorer_is_free():
     s = build_scorer("constant")
     assert (s.score(pool()) == 0).all() and (s.score(pool(), np.array([1, 2])) == 0).all()
     assert s.calls == 0  # nothing was evaluated: kM-Random reports no scorer calls
+
+
+def test_value_scorer_reads_the_value_stage():
+    from dataclasses import replace
+
+    p = replace(pool(), values=np.array([0.5, -1.0, 0.0, 2.0, 1.0, -0.5]))
+    s = build_scorer("value")
+    np.testing.assert_array_equal(s.score(p, np.array([3, 1])), [2.0, -1.0])
+    with pytest.raises(DataError, match="add a `value:` section"):
+        build_scorer("value").score(pool())

@@ -16,6 +16,7 @@ from curation.select import (
     RandomSelector,
     Selector,
     StratifiedSelector,
+    ValueThresholdSelector,
     build_selector,
 )
 from curation.types import Pool
@@ -34,6 +35,9 @@ ALL_SELECTORS = [
     # every probe passes (length > 0 = tau), so Quad fills the budget like the others
     QuadSelector(scorer="length", clusters_per_round=2, probe=2, chunk=2, tau=0.0, alpha=0.1),
     QuadSelector(scorer="length", clusters_per_round=1, probe=1, chunk=3, tau=0.0, alpha=1.0, ucb="paper", rho=0.0),
+    KMQSelector(quality="value"),
+    ValueThresholdSelector(),
+    ValueThresholdSelector(mode="drop", threshold=None),  # nothing dropped, so the budget fills
 ]
 
 
@@ -62,7 +66,8 @@ def test_different_seeds_can_differ(selector):
     X = np.random.default_rng(0).normal(size=(200, 2)).astype(np.float32)
     pool = Pool(ids=np.arange(200).astype(str), embeddings=X, groups=np.repeat([0, 1], 100), group_names=("a", "b"),
                 clusters=np.tile([0, 1, 2, 3], 50), labels=np.tile([0, 1], 100),
-                texts=np.array([f"t{i}" for i in range(200)], dtype=object))
+                texts=np.array([f"t{i}" for i in range(200)], dtype=object),
+                values=np.tile([0.0, 1.0], 100))  # ties: the top-valued half is drawn from at random
     picks = {tuple(sorted(selector.select(pool, 10, rng=np.random.default_rng(s)).indices)) for s in range(5)}
     assert len(picks) > 1
 
