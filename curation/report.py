@@ -92,7 +92,9 @@ def _fmt(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.4g}"
+        if v == 0 or 1e-3 <= abs(v) < 1e6:
+            return f"{v:.4f}".rstrip("0").rstrip(".")
+        return f"{v:.3g}"  # tiny values (data values, influence) keep their significant digits
     if isinstance(v, (list, dict)):
         return json.dumps(v, default=str)
     return str(v)

@@ -14,6 +14,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,9 @@ def value_task(recipe: Recipe, ingested: dict[str, Any], embedded: dict[str, Any
                               reference=pipeline.make_reference(held, np.load(embedded["reference_embeddings"]),
                                                                 recipe.holdout))
     n_jobs = int(ensure_ray().get("CPU", 1))
-    with progress(0, f"valuing {len(pool)} items ({recipe.value.method})", unit="items"):
-        res = value_pool(pool, recipe.value, rng=pipeline.stage_seeds(recipe.seed)["value"], map_fn=ray_map,
-                         n_jobs=n_jobs)
+    with progress(0, f"valuing {len(pool)} items ({recipe.value.method})", unit="Ray tasks done") as bar:
+        res = value_pool(pool, recipe.value, rng=pipeline.stage_seeds(recipe.seed)["value"],
+                         map_fn=partial(ray_map, on_done=bar), n_jobs=n_jobs)
     np.save(f"{work}/values.npy", np.stack([res.values, res.stderr]))
     return {"values": f"{work}/values.npy", "method": res.method,
             "info": {k: v for k, v in res.info.items() if isinstance(v, (int, float, str, bool, dict, type(None)))}}

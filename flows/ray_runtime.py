@@ -71,11 +71,12 @@ def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, 
             ray.kill(w)
 
 
-def ray_map(func, args: list) -> list:
+def ray_map(func, args: list, *, on_done=None) -> list:
     """``[func(a) for a in args]`` as Ray tasks (one CPU each), results in order.
 
     The ``map_fn`` the valuation methods take: each argument carries its own data (and, for
     Monte Carlo methods, its own seeds), so the result does not depend on where it runs.
+    ``on_done(n)`` is called as tasks finish (a progress bar).
     """
     import ray
 
@@ -83,4 +84,10 @@ def ray_map(func, args: list) -> list:
         return []
     ensure_ray()
     task = ray.remote(num_cpus=1)(func)
-    return ray.get([task.remote(a) for a in args])
+    refs = [task.remote(a) for a in args]
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        if on_done is not None:
+            on_done(len(done))
+    return ray.get(refs)
