@@ -7,8 +7,9 @@ UV      := $(PY) -m uv
 # CPU torch: from the local wheel directory when PIP_FIND_LINKS names one, else PyTorch's CPU index.
 TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu)
 DATA    := data/evals_prompts.parquet
+WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data demo test bench lock clean
+.PHONY: setup data demo test bench bench-kmq bench-quad lock clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +36,16 @@ test: setup data
 
 bench: setup data
 	HF_HUB_OFFLINE=1 $(VPY) bench/embed.py
+
+bench-kmq: setup data
+	HF_HUB_OFFLINE=1 $(VPY) bench/kmq.py
+
+# WordNet glosses come from the Debian package wordnet-base (apt-get; needs root)
+$(WORDNET): | $(VENV)/.installed
+	$(VPY) infra/data/fetch_wordnet.py --install --out $(WORDNET)
+
+bench-quad: setup $(WORDNET)
+	HF_HUB_OFFLINE=1 $(VPY) bench/quad.py
 
 # Re-pin every dependency (run after editing pyproject.toml's dependencies).
 lock:

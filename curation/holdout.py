@@ -15,12 +15,13 @@ from curation.select.allocation import allocate
 
 
 def split_fraction(items: pl.DataFrame, fraction: float, *, rng: np.random.Generator,
-                   label: str | None = "__label") -> tuple[pl.DataFrame, pl.DataFrame]:
+                   strata: tuple[str, ...] = ("__label", "group")) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(pool rows, held-out rows): ``round(fraction · n)`` rows drawn at random.
 
-    With a ``label`` column the draw is stratified: each label gets its proportional share by
-    largest remainders, and at most ``n_label − 1`` of its rows, so every label stays in the pool.
-    Row order is preserved on both sides.
+    The draw is stratified by the ``strata`` columns present (label × group by default, so
+    per-group errors can be measured on the held-out rows): each stratum gets its proportional
+    share by largest remainders, and at most ``n_stratum − 1`` of its rows, so every stratum
+    stays in the pool. Row order is preserved on both sides.
 
     Raises:
         DataError: the split would leave the pool or the held-out set empty.
@@ -30,8 +31,10 @@ def split_fraction(items: pl.DataFrame, fraction: float, *, rng: np.random.Gener
     if total < 1 or total >= n:
         raise DataError(f"reference.fraction={fraction} of {n} rows holds out {total} rows; "
                         "it must leave at least one row on each side (use a larger pool or another fraction)")
-    if label is not None and label in items.columns:
-        codes = np.unique(items[label].cast(pl.String).fill_null("").to_numpy(), return_inverse=True)[1]
+    cols = [c for c in strata if c in items.columns]
+    if cols:
+        key = items.select(pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in cols], separator="\x1f"))
+        codes = np.unique(key.to_series().to_numpy(), return_inverse=True)[1]
         sizes = np.bincount(codes)
         quota = allocate(sizes.astype(float), total, capacity=sizes - 1)
         held = np.concatenate([rng.permutation(np.flatnonzero(codes == g))[:q] for g, q in enumerate(quota)])

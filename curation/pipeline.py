@@ -150,14 +150,31 @@ def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np
 
 
 # ---------------------------------------------------------------------------------------- select
-def make_reference(held: pl.DataFrame, X: np.ndarray, config: HoldoutConfig | None) -> Reference:
-    """The reference set of a pool from its held-out rows and their embeddings."""
+def make_reference(held: pl.DataFrame, X: np.ndarray, config: HoldoutConfig | None,
+                   group_names: Sequence[str] | None = None) -> Reference:
+    """The reference set of a pool from its held-out rows and their embeddings.
+
+    ``group_names``: the pool's (see :func:`pool_group_names`), to code the rows' groups.
+    """
     origin = "reference"
     if config is not None:
         origin = f"held-out fraction {config.fraction}" if config.fraction is not None else f"held-out file {config.path}"
     labels = held["__label"].to_numpy() if "__label" in held.columns else None
     return Reference(ids=held["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
-                     labels=labels, origin=origin)
+                     labels=labels, origin=origin, groups=None if group_names is None else
+                     group_codes(held["group"].to_numpy().astype(str), group_names))
+
+
+def group_codes(names: np.ndarray, group_names: Sequence[str]) -> np.ndarray:
+    """Codes of ``names`` in ``group_names`` (sorted, as :func:`make_pool` makes them); −1 if absent."""
+    known = np.asarray(group_names, dtype=str)
+    pos = np.clip(np.searchsorted(known, names), 0, max(len(known) - 1, 0))
+    return np.where(known[pos] == names, pos, -1).astype(np.int64) if len(known) else np.full(len(names), -1)
+
+
+def pool_group_names(items: pl.DataFrame) -> tuple[str, ...]:
+    """The group names of a pool made from ``items``, in code order."""
+    return tuple(str(n) for n in np.unique(items["group"].to_numpy().astype(str)))
 
 
 def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,

@@ -21,20 +21,25 @@ class Reference:
         ids: (m,) string ids (for the report).
         embeddings: (m, d) float32 vectors from the same embedder as the pool.
         labels: (m,) labels, or None when the source has none.
-        origin: where it came from, for messages (e.g. ``"reference.fraction=0.1"``).
+        origin: where it came from, for messages (e.g. ``"held-out fraction 0.1"``).
+        groups: (m,) group codes into the pool's ``group_names`` (−1 for a group the pool lacks),
+            or None; per-group errors (``group-adaptive``) need them.
     """
 
     ids: np.ndarray
     embeddings: np.ndarray
     labels: np.ndarray | None = None
     origin: str = "reference"
+    groups: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         m = len(self.ids)
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != m:
             raise ValueError(f"reference embeddings must have shape (m={m}, d); got {self.embeddings.shape}")
-        if self.labels is not None and len(self.labels) != m:
-            raise ValueError(f"reference labels have {len(self.labels)} rows but ids has {m}")
+        for name in ("labels", "groups"):
+            arr = getattr(self, name)
+            if arr is not None and len(arr) != m:
+                raise ValueError(f"reference {name} have {len(arr)} rows but ids has {m}")
 
     def __len__(self) -> int:
         return len(self.ids)

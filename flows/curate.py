@@ -157,8 +157,8 @@ def select_task(recipe: Recipe, ingested: dict[str, Any], embedded: dict[str, An
                 work: str, valued: dict[str, Any] | None = None) -> dict[str, Any]:
     items = pl.read_parquet(ingested["items"])
     held = pl.read_parquet(ingested["reference"]) if "reference" in ingested else None
-    reference = (pipeline.make_reference(held, np.load(embedded["reference_embeddings"]), recipe.holdout)
-                 if held is not None else None)
+    reference = (pipeline.make_reference(held, np.load(embedded["reference_embeddings"]), recipe.holdout,
+                                         pipeline.pool_group_names(items)) if held is not None else None)
     values = np.load(valued["values"]) if valued else None
     pool = pipeline.make_pool(items, np.load(embedded["embeddings"]), np.load(clusters_path), reference=reference,
                               values=None if values is None else values[0])

@@ -50,3 +50,18 @@ def test_drop_overlap_reports_the_dropped_rows():
     pool, dropped = drop_overlap(df, df.filter(pl.col("id").is_in(["r1", "r4"])))
     assert pool.height == 8 and sorted(dropped["id"]) == ["r1", "r4"]
     assert set(dropped["reason"]) == {"duplicate_of_reference"} and "__text" not in dropped.columns
+
+
+def test_split_is_stratified_by_label_and_group():
+    df = items().with_columns(pl.Series("group", ["x", "y"] * 50))
+    held = split_fraction(df, 0.2, rng=np.random.default_rng(0))[1]
+    counts = dict(((g, lab), n) for g, lab, n in held.group_by("group", "__label").len().iter_rows())
+    assert counts[("x", "a")] == 7 and counts[("y", "a")] == 7 and held.height == 20
+
+
+def test_reference_rows_carry_the_pool_group_codes():
+    from curation.pipeline import make_reference
+
+    held = items(4).with_columns(pl.Series("group", ["b", "zz", "a", "b"]))
+    ref = make_reference(held, np.zeros((4, 2), np.float32), None, ("a", "b"))
+    assert ref.groups.tolist() == [1, -1, 0, 1] and ref.labels.tolist() == ["a"] * 4
