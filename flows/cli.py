@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_USAGE = 2
 # Set before Prefect or the model load: no hub downloads, no telemetry from the temporary server.
@@ -80,6 +81,12 @@ def _report(args: argparse.Namespace) -> int:
         else:
             print(format_table(df))
         return 0
+    if args.html:
+        from curation.html_report import render_html
+
+        Path(args.html).write_text(render_html(args.dataset_dir, args.version), encoding="utf-8")
+        print(args.html)
+        return 0
     manifest = load_manifest(args.dataset_dir, args.version)
     if args.format == "json":
         print(json.dumps(manifest["summary"], default=str))
@@ -105,6 +112,7 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--version", help="vNNNN (default: LATEST)")
     r.add_argument("--sql", help="polars SQL over the tables `report` and `selected`")
     r.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    r.add_argument("--html", metavar="PATH", help="write an HTML report (tables and plots) to PATH")
     r.set_defaults(func=_report)
     return p
 

@@ -114,6 +114,23 @@ def test_report_summary_sql_and_formats(built):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
+def test_html_report_has_the_tables_and_plots(built):
+    import xml.etree.ElementTree as ET
+
+    work, _, _, env = built
+    out = run_cli(["report", "out/instr-mix", "--html", "r.html"], env, work).stdout.strip()
+    assert out == "r.html"
+    html = (work / "r.html").read_text()
+    assert "<h1>instr-mix <small>v0002</small></h1>" in html and "clusters covered: " in html
+    svgs = html.count("<svg")
+    assert svgs == 2  # group shares, items per cluster
+    group_bars = html.split("</svg>")[0][html.index("<svg"):] + "</svg>"
+    root = ET.fromstring(group_bars)  # well-formed SVG
+    rects = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if r.find("{http://www.w3.org/2000/svg}title") is not None]
+    assert len(rects) == 2 * 7  # pool and selected share for each of the 7 task groups
+
+
 
 @pytest.mark.slow
 def test_bad_data_in_a_real_run_gives_one_clear_line(built):
