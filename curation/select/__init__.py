@@ -1,12 +1,14 @@
 """Selection methods. ``build_selector(method, **params)`` makes one from recipe keys."""
 
 from curation.select.base import Selector, build_selector
+from curation.select.equity import GroupAdaptiveSelector
 from curation.select.kmq import IterativeKMQSelector, KMQSelector
 from curation.select.quad import QuadSelector
 from curation.select.random import RandomSelector, StratifiedSelector
 from curation.select.value import ValueThresholdSelector
 
 __all__ = [
+    "GroupAdaptiveSelector",
     "IterativeKMQSelector",
     "KMQSelector",
     "QuadSelector",

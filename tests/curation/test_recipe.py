@@ -75,7 +75,7 @@ def test_recipe_hash_changes_with_any_field(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, quad, random, stratified"),
+    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\."),
     (["select.mode=eqaul"], r"The 'mode' parameter of StratifiedSelector must be one of 'equal', 'proportional', 'shares'\. Got 'eqaul'"),
     (["select.mood=equal"], r"select\.mood is not a setting of method 'stratified'"),
     (["cluster.kk=3"], r"cluster\.kk: unknown field \(value 3\)"),

@@ -10,6 +10,7 @@ import pytest
 
 from curation.exceptions import InvalidParameterError
 from curation.select import (
+    GroupAdaptiveSelector,
     IterativeKMQSelector,
     KMQSelector,
     QuadSelector,
@@ -38,6 +39,8 @@ ALL_SELECTORS = [
     KMQSelector(quality="value"),
     ValueThresholdSelector(),
     ValueThresholdSelector(mode="drop", threshold=None),  # nothing dropped, so the budget fills
+    GroupAdaptiveSelector(allocation="equal", validation=0.01),  # tiny strata: nothing held out
+    GroupAdaptiveSelector(allocation="proportional", validation=0.01),
 ]
 
 
@@ -93,7 +96,7 @@ def test_does_not_mutate_the_pool(selector, toy_pool):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: kmq, kmq-iterative, quad, random, stratified"):
+    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold"):
         build_selector("qaud")
 
 

@@ -1,0 +1,303 @@
+"""Equitable group allocation (``group-adaptive``): spend the budget where groups learn most.
+
+The groups are the recipe's ``groups:`` (several columns make intersectional groups); the
+per-group error of a proxy learner (logistic regression on the embeddings by default) is
+measured on the held-out ``reference`` rows of each group. ``allocation`` picks how many items
+each group gets (:mod:`curation.equity`):
+
+* ``adaptive`` (default): the sequential loop of ALGORITHMS.md §3.3: a pilot of ``n0`` items
+  per group, then batches of ``step_frac`` of the budget, each going to the group the fitted
+  learning curves say needs it most (``objective: maxmin``: re-plan the MaxMin optimum and buy
+  for the largest deficit; ``weighted``: the largest marginal gain per cost);
+* ``oracle``: the static optimum for curves fitted on the whole pool (every item of every
+  group measured at several sizes: an upper reference that sees more data than the budget);
+* ``equal``, ``proportional``: the baselines.
+
+Within a group, items are taken in a seeded random order, so the items the adaptive loop
+bought are exactly the ones selected. ``costs`` (``{group: cost}``, default 1) make the budget
+a cost budget: ``Σ_g cost_g · n_g ≤ budget``. A group smaller than its allocation gives all it
+has and the rest is spent elsewhere (``info["equity"]`` says which groups were short).
+
+The selection reports, per group: count, share, cost, fitted curve ``e(n) = a·n^(−b) + c``,
+predicted error at the chosen count, and the error measured by training the learner on the
+final selection; plus the worst-group error, the average and the gap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from curation.equity import (
+    adaptive_allocate,
+    equal_allocation,
+    fit_power_law,
+    oracle_allocation,
+    proportional_allocation,
+)
+from curation.exceptions import DataError, InvalidParameterError
+from curation.select.base import Selector
+from curation.types import Pool, Selection
+from curation.validation import Interval, Options, TypeOf
+
+
+def validation_split(pool: Pool, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Pool rows held out to measure group errors when the recipe has no ``reference``: a
+    ``fraction`` of every (group, label) stratum, leaving at least one row of each in the pool."""
+    key = np.unique(np.char.add(pool.groups.astype(str), np.char.add("\x1f", np.asarray(pool.labels).astype(str))),
+                    return_inverse=True)[1]
+    held = []
+    for k in range(key.max() + 1):
+        rows = rng.permutation(np.flatnonzero(key == k))
+        held.append(rows[: min(int(round(fraction * len(rows))), len(rows) - 1)])
+    return np.sort(np.concatenate(held)).astype(np.int64)
+
+
+class ProxyLearner:
+    """Per-group validation error of a logistic regression trained on chosen pool rows.
+
+    The validation rows are the pool's ``reference`` set or, without one, ``held`` pool rows.
+    """
+
+    def __init__(self, pool: Pool, C: float = 1.0, held: np.ndarray | None = None) -> None:
+        if pool.labels is None:
+            raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
+        ref = pool.reference
+        if held is not None:
+            X_ref, y_ref, ref_groups = pool.embeddings[held], np.asarray(pool.labels)[held], pool.groups[held]
+        elif ref is not None and ref.labels is not None and ref.groups is not None:
+            X_ref, y_ref, ref_groups = ref.embeddings, ref.labels, ref.groups
+        else:
+            raise DataError("select.method='group-adaptive' needs labelled reference rows with groups, or no "
+                            "`reference` at all (then it holds out select.validation of the pool)")
+        classes, codes = np.unique(np.concatenate([np.asarray(pool.labels).astype(str),
+                                                   np.asarray(y_ref).astype(str)]), return_inverse=True)
+        self.y, self.y_ref = codes[: len(pool)], codes[len(pool):]
+        self.X, self.X_ref, self.ref_groups = pool.embeddings, X_ref, ref_groups
+        self.G, self.C = len(pool.group_names), C
+        self.fits = 0
+
+    def errors(self, rows: np.ndarray) -> np.ndarray:
+        """(G,) error rate on each group's reference rows (NaN for a group with none)."""
+        from sklearn.linear_model import LogisticRegression
+
+        y = self.y[rows]
+        if len(self.y_ref) == 0:  # nothing to measure on
+            return np.full(self.G, np.nan)
+        if len(rows) == 0:
+            pred = np.full(len(self.y_ref), -1)
+        elif len(np.unique(y)) == 1:  # one class: the model predicts it everywhere
+            pred = np.full(len(self.y_ref), y[0])
+        else:
+            model = LogisticRegression(C=self.C, max_iter=300).fit(self.X[rows], y)
+            pred = model.predict(self.X_ref)
+            self.fits += 1
+        wrong = (pred != self.y_ref).astype(float)
+        out = np.full(self.G, np.nan)
+        for g in range(self.G):
+            m = self.ref_groups == g
+            if m.any():
+                out[g] = wrong[m].mean()
+        return out
+
+
+class GroupAdaptiveSelector(Selector, name="group-adaptive"):
+    """Allocate the budget across groups from their learning curves (see the module docstring).
+
+    Args:
+        objective: ``maxmin`` (minimise the worst group's error) or ``weighted`` (the
+            population-weighted mean error).
+        allocation: ``adaptive``, ``oracle``, ``equal`` or ``proportional``.
+        costs: ``{group name: cost per item}``; unnamed groups cost 1.
+        mode: adaptive decision rule: ``auto``, ``replan``, ``gradient`` or ``worst-group`` (AMS).
+        n0: pilot items per group; step_frac: budget share of one adaptive batch.
+        repeats: evaluations per subsample size and step; explore_p: chance of a batch that
+            follows the population mix instead.
+        secondary: MaxMin tie-break when a group's error floor binds: ``weighted_sum`` or ``leximin``.
+        C: inverse L2 strength of the proxy logistic regression.
+        oracle_rounds: re-measurements of the oracle's curves at its own allocation.
+        validation: without a recipe ``reference``, the share of each (group, label) stratum
+            of the pool held out to measure errors (never selected).
+    """
+
+    exact_budget: ClassVar[bool] = False  # a cost budget; and groups may run out of items
+    _constraints = {
+        "objective": Options({"maxmin", "weighted"}),
+        "allocation": Options({"adaptive", "oracle", "equal", "proportional"}),
+        "costs": TypeOf(dict, allow_none=True),
+        "mode": Options({"auto", "replan", "gradient", "worst-group"}),
+        "n0": Interval(1, None, integer=True),
+        "step_frac": Interval(0, 1, closed="right"),
+        "repeats": Interval(1, None, integer=True),
+        "explore_p": Interval(0, 1),
+        "secondary": Options({"weighted_sum", "leximin"}),
+        "C": Interval(0, None, closed="neither"),
+        "validation": Interval(0, 1, closed="neither"),
+        "oracle_rounds": Interval(1, None, integer=True),
+    }
+
+    def __init__(self, *, objective: str = "maxmin", allocation: str = "adaptive", costs: dict | None = None,
+                 mode: str = "auto", n0: int = 50, step_frac: float = 0.05, repeats: int = 2,
+                 explore_p: float = 0.0, secondary: str = "weighted_sum", C: float = 1.0,
+                 validation: float = 0.2, oracle_rounds: int = 3) -> None:
+        self.objective = objective
+        self.allocation = allocation
+        self.costs = costs
+        self.mode = mode
+        self.n0 = n0
+        self.step_frac = step_frac
+        self.repeats = repeats
+        self.explore_p = explore_p
+        self.secondary = secondary
+        self.C = C
+        self.validation = validation
+        self.oracle_rounds = oracle_rounds
+
+    def _costs(self, names: tuple[str, ...]) -> np.ndarray:
+        costs = dict(self.costs or {})
+        unknown = sorted(set(costs) - set(names))
+        if unknown:
+            raise InvalidParameterError(f"select.costs names group(s) {unknown} that the pool does not have; "
+                                        f"groups: {list(names)[:20]}")
+        bad = {k: v for k, v in costs.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0}
+        if bad:
+            raise InvalidParameterError(f"select.costs must be numbers > 0; got {bad}")
+        return np.array([float(costs.get(n, 1.0)) for n in names])
+
+    def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
+        G = len(pool.group_names)
+        costs = self._costs(pool.group_names)
+        if pool.labels is None:
+            raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
+        held = None if pool.reference is not None else validation_split(pool, self.validation, rng)
+        learner = ProxyLearner(pool, self.C, held)
+        selectable = np.ones(len(pool), bool)
+        if held is not None:
+            selectable[held] = False
+        order = [rng.permutation(np.flatnonzero((pool.groups == g) & selectable)) for g in range(G)]
+        cap = np.array([len(o) for o in order], dtype=float)
+        shares = cap / cap.sum()
+        seen = np.zeros(G, np.int64)  # the adaptive loop has bought order[g][:seen[g]]
+
+        def evaluate(counts: np.ndarray, r: np.random.Generator) -> np.ndarray:
+            counts = np.asarray(counts, dtype=np.int64)
+            np.maximum(seen, counts, out=seen)
+            rows = [r.choice(order[g][: seen[g]], size=counts[g], replace=False) for g in range(G) if counts[g] > 0]
+            return learner.errors(np.concatenate(rows) if rows else np.zeros(0, np.int64))
+
+        info: dict[str, Any] = {"objective": self.objective, "allocation": self.allocation}
+        history: list[dict[str, Any]] = []
+        curves: list[dict[str, Any] | None] = [None] * G
+        if self.allocation == "adaptive":
+            if (costs * np.minimum(self.n0, cap)).sum() > budget:
+                raise InvalidParameterError(
+                    f"budget={budget} cannot pay the pilot of n0={self.n0} items in each of {G} groups; "
+                    "lower select.n0 or raise the budget")
+            res = adaptive_allocate(cap, costs, float(budget), evaluate=evaluate, rng=rng, objective=self.objective,
+                                    weights=shares, n0=self.n0, step_frac=self.step_frac, repeats=self.repeats,
+                                    mode=self.mode, explore_p=self.explore_p, shares=shares,
+                                    secondary=self.secondary, subsample="per-group")
+            counts = res.counts.astype(np.int64)
+            curves = list(res.curves)
+            history = res.history
+            predicted = res.predicted_errors
+            info.update(stop_reason=res.stop_reason, steps=len(history), proxy_fits=learner.fits)
+        else:
+            if self.allocation == "equal":
+                counts = equal_allocation(costs, float(budget), capacity=cap)
+            elif self.allocation == "proportional":
+                counts = proportional_allocation(shares, costs, float(budget), capacity=cap)
+            counts_fit = None
+            if self.allocation == "oracle":
+                counts_fit = self._oracle_curves(cap, costs, budget, shares, evaluate, rng)
+                curves = [f.to_dict() if f is not None else None for f in counts_fit]
+                usable = [f.curve for f in counts_fit if f is not None]
+                if len(usable) < G:
+                    missing = [pool.group_names[g] for g, f in enumerate(counts_fit) if f is None]
+                    raise DataError(f"oracle allocation: no learning curve for group(s) {missing} "
+                                    "(no reference rows of that group?)")
+                counts = oracle_allocation(usable, costs, float(budget), objective=self.objective,
+                                           secondary=self.secondary, weights=shares, capacity=cap)
+            counts = np.asarray(counts, dtype=np.int64)
+            predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
+                                  for c, n in zip(curves, counts)])
+        idx = np.concatenate([order[g][: counts[g]] for g in range(G)]).astype(np.int64)
+        measured = learner.errors(idx)
+        info["validation_rows"] = len(learner.y_ref) if held is None else len(held)
+        return self._selection(pool, idx, counts, cap, costs, curves, predicted, measured, history, order, info,
+                               held)
+
+    def _oracle_curves(self, cap: np.ndarray, costs: np.ndarray, budget: int, shares: np.ndarray, evaluate,
+                       rng: np.random.Generator) -> list:
+        """Curves measured on the whole pool, one group at a time: group g at 8 sizes up to what
+        the budget could buy of it while the others stay at an operating point (with one shared model the others'
+        data moves g's error too). The operating point starts at the proportional allocation and
+        moves to the optimum of the curves measured there, ``oracle_rounds`` times."""
+        base = proportional_allocation(shares, costs, float(budget), capacity=cap).astype(np.int64)
+        for _ in range(self.oracle_rounds):
+            fits = self._curves_at(base, cap, costs, budget, evaluate, rng)
+            if any(f is None for f in fits):
+                return fits
+            base = oracle_allocation([f.curve for f in fits], costs, float(budget), objective=self.objective,
+                                     secondary=self.secondary, weights=shares, capacity=cap).astype(np.int64)
+        return fits
+
+    def _curves_at(self, base: np.ndarray, cap: np.ndarray, costs: np.ndarray, budget: int, evaluate,
+                   rng: np.random.Generator) -> list:
+        fits = []
+        for g in range(len(cap)):
+            n, e = [], []
+            top = min(cap[g], budget / costs[g])  # no allocation can give the group more
+            for size in np.unique(np.geomspace(min(5, top), top, 8).astype(np.int64)):
+                counts = base.copy()
+                counts[g] = size
+                for _ in range(self.repeats):
+                    n.append(size)
+                    e.append(evaluate(counts, rng)[g])
+            n_arr, e_arr = np.array(n, dtype=float), np.array(e, dtype=float)
+            ok = np.isfinite(e_arr)
+            fits.append(fit_power_law(n_arr[ok], e_arr[ok]) if len(np.unique(n_arr[ok])) >= 3 else None)
+        return fits
+
+    def _selection(self, pool: Pool, idx: np.ndarray, counts: np.ndarray, cap: np.ndarray, costs: np.ndarray,
+                   curves: list, predicted: np.ndarray, measured: np.ndarray, history: list, order: list,
+                   info: dict[str, Any], held: np.ndarray | None) -> Selection:
+        names = pool.group_names
+        n_sel = max(int(counts.sum()), 1)
+        groups = []
+        for g, name in enumerate(names):
+            cur = curves[g] or {}
+            groups.append({"group": name, "n": int(counts[g]), "available": int(cap[g]),
+                           "share": round(counts[g] / n_sel, 4), "cost": float(costs[g]),
+                           **{k: (round(float(cur[k]), 6) if k in cur else None) for k in ("a", "b", "c")},
+                           "predicted_error": None if not np.isfinite(predicted[g]) else round(float(predicted[g]), 4),
+                           "measured_error": None if not np.isfinite(measured[g]) else round(float(measured[g]), 4)})
+        finite = measured[np.isfinite(measured)]
+        info["equity"] = {
+            "objective": self.objective, "allocation": self.allocation, "groups": groups,
+            "curves": {names[g]: {k: float(c[k]) for k in ("a", "b", "c")} for g, c in enumerate(curves) if c},
+            "worst_group_error": round(float(finite.max()), 4) if len(finite) else None,
+            "average_error": round(float(np.average(finite)), 4) if len(finite) else None,
+            "gap": round(float(finite.max() - finite.min()), 4) if len(finite) else None,
+            "short_groups": [names[g] for g in range(len(names)) if counts[g] >= cap[g] > 0],
+            "history": [{k: v for k, v in h.items() if k in ("step", "action", "group", "spent")} for h in history],
+        }
+        info["equity"]["worst_group"] = (names[int(np.nanargmax(measured))] if len(finite) else None)
+        # the adaptive step that bought each item: the first step whose counts cover its position
+        step = np.zeros(len(pool), np.int64)
+        if history:
+            for g in range(len(names)):
+                bought = np.array([h["counts"][g] for h in history] + [counts[g]])
+                pos = np.arange(counts[g])
+                step[order[g][: counts[g]]] = np.searchsorted(bought, pos, side="right") + 1
+        chosen = np.zeros(len(pool), bool)
+        chosen[idx] = True
+        reasons = np.array([
+            f"group-adaptive ({self.allocation}): group {names[gc]} gets {counts[gc]} of {int(cap[gc])} items"
+            + ("" if sel else ", this one is beyond its allocation")
+            for gc, sel in zip(pool.groups, chosen)], dtype=object)
+        if held is not None:
+            reasons[held] = "group-adaptive: held out to measure the groups' errors (select.validation)"
+        columns = {"allocation_step": step} if history else {}
+        return Selection(indices=idx, reasons=reasons, info=info, columns=columns)
