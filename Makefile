@@ -6,7 +6,7 @@ UV_VER  := 0.13.9
 UV      := $(PY) -m uv
 # CPU torch: from the local wheel directory when PIP_FIND_LINKS names one, else PyTorch's CPU index.
 TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu)
-DATA    := data/evals_prompts.parquet
+DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
 .PHONY: setup data demo test bench bench-kmq bench-quad lock clean
@@ -24,8 +24,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 data: $(DATA)
 
-$(DATA): | $(VENV)/.installed
-	$(VPY) infra/data/fetch_evals.py --out $(DATA)
+data/evals_prompts.parquet: | $(VENV)/.installed
+	$(VPY) infra/data/fetch_evals.py --out $@
+
+data/adult.parquet: | $(VENV)/.installed
+	$(VPY) infra/data/fetch_fairness.py --out data
 
 demo: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/curate build examples/instructions.yaml

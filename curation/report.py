@@ -125,6 +125,15 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         if len(facts) > 1:
             head.append(f"scorer {facts.get('name', '')}: " + ", ".join(
                 f"{k}={_fmt(v)}" for k, v in facts.items() if k != "name"))
+    eq = sel.get("equity")
+    if eq:
+        head += ["", f"group errors ({eq['objective']}, {eq['allocation']} allocation; measured on held-out rows by "
+                 f"the proxy trained on the selection): worst {_fmt(eq.get('worst_group_error'))} "
+                 f"({eq.get('worst_group')}), average {_fmt(eq.get('average_error'))}, gap {_fmt(eq.get('gap'))}",
+                 format_table([{k: g[k] for k in ("group", "n", "available", "cost", "a", "b", "c", "predicted_error",
+                                                  "measured_error")} for g in eq["groups"]], max_rows=max_groups)]
+        if eq.get("short_groups"):
+            head.append("groups that gave all they had: " + ", ".join(eq["short_groups"]))
     v = manifest.get("valuation")
     if v:
         extra = ", ".join(f"{k}={_fmt(v[k])}" for k in ("permutations", "samples", "converged", "seconds") if k in v)

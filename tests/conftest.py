@@ -19,6 +19,7 @@ from curation.types import Pool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EVALS = ROOT / "data" / "evals_prompts.parquet"
+ADULT = ROOT / "data" / "adult.parquet"
 
 
 def _seeds_from_env(var: str, default: list[int]) -> list[int]:
@@ -74,6 +75,17 @@ def evals_sample(evals, tmp_path_factory) -> Path:
     df = df.group_by("task", maintain_order=True).head(60)
     path = tmp_path_factory.mktemp("evals") / "sample.parquet"
     df.write_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def adult_sample(tmp_path_factory) -> Path:
+    """4,000 real Adult census rows (fetched by `make data`), every race × sex group present."""
+    if not ADULT.is_file():
+        pytest.fail(f"{ADULT} is missing: run `make data` (make test does it)")
+    df = pl.read_parquet(ADULT).filter(pl.col("split") == "train").sample(4000, seed=0, shuffle=True)
+    path = tmp_path_factory.mktemp("adult") / "adult.csv"
+    df.write_csv(path)
     return path
 
 
