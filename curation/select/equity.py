@@ -90,7 +90,7 @@ class ProxyLearner:
         elif len(np.unique(y)) == 1:  # one class: the model predicts it everywhere
             pred = np.full(len(self.y_ref), y[0])
         else:
-            model = LogisticRegression(C=self.C, max_iter=300).fit(self.X[rows], y)
+            model = LogisticRegression(C=self.C, max_iter=200, tol=1e-3).fit(self.X[rows], y)
             pred = model.predict(self.X_ref)
             self.fits += 1
         wrong = (pred != self.y_ref).astype(float)
@@ -114,6 +114,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         n0: pilot items per group; step_frac: budget share of one adaptive batch.
         repeats: evaluations per subsample size and step; explore_p: chance of a batch that
             follows the population mix instead.
+        fractions: subsample sizes (shares of a group's current count) the curves are measured
+            at each step; each costs one proxy fit per group.
         secondary: MaxMin tie-break when a group's error floor binds: ``weighted_sum`` or ``leximin``.
         C: inverse L2 strength of the proxy logistic regression.
         oracle_rounds: re-measurements of the oracle's curves at its own allocation.
@@ -130,6 +132,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         "n0": Interval(1, None, integer=True),
         "step_frac": Interval(0, 1, closed="right"),
         "repeats": Interval(1, None, integer=True),
+        "fractions": TypeOf((list, tuple)),
         "explore_p": Interval(0, 1),
         "secondary": Options({"weighted_sum", "leximin"}),
         "C": Interval(0, None, closed="neither"),
@@ -138,7 +141,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
     }
 
     def __init__(self, *, objective: str = "maxmin", allocation: str = "adaptive", costs: dict | None = None,
-                 mode: str = "auto", n0: int = 50, step_frac: float = 0.05, repeats: int = 2,
+                 mode: str = "auto", n0: int = 50, step_frac: float = 0.1, repeats: int = 1,
+                 fractions: tuple[float, ...] = (0.5, 1.0),
                  explore_p: float = 0.0, secondary: str = "weighted_sum", C: float = 1.0,
                  validation: float = 0.2, oracle_rounds: int = 3) -> None:
         self.objective = objective
@@ -148,6 +152,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         self.n0 = n0
         self.step_frac = step_frac
         self.repeats = repeats
+        self.fractions = fractions
         self.explore_p = explore_p
         self.secondary = secondary
         self.C = C
@@ -196,6 +201,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                     "lower select.n0 or raise the budget")
             res = adaptive_allocate(cap, costs, float(budget), evaluate=evaluate, rng=rng, objective=self.objective,
                                     weights=shares, n0=self.n0, step_frac=self.step_frac, repeats=self.repeats,
+                                    fractions=tuple(self.fractions),
                                     mode=self.mode, explore_p=self.explore_p, shares=shares,
                                     secondary=self.secondary, subsample="per-group")
             counts = res.counts.astype(np.int64)
