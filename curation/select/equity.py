@@ -223,8 +223,10 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                     missing = [pool.group_names[g] for g, f in enumerate(counts_fit) if f is None]
                     raise DataError(f"oracle allocation: no learning curve for group(s) {missing} "
                                     "(no reference rows of that group?)")
+                # the same floor as the adaptive pilot: rounding must not leave a group empty
                 counts = oracle_allocation(usable, costs, float(budget), objective=self.objective,
-                                           secondary=self.secondary, weights=shares, capacity=cap)
+                                           secondary=self.secondary, weights=shares, capacity=cap,
+                                           minimum=np.minimum(self.n0, cap))
             counts = np.asarray(counts, dtype=np.int64)
             predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
                                   for c, n in zip(curves, counts)])
@@ -246,7 +248,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             if any(f is None for f in fits):
                 return fits
             base = oracle_allocation([f.curve for f in fits], costs, float(budget), objective=self.objective,
-                                     secondary=self.secondary, weights=shares, capacity=cap).astype(np.int64)
+                                     secondary=self.secondary, weights=shares, capacity=cap,
+                                     minimum=np.minimum(self.n0, cap)).astype(np.int64)
         return fits
 
     def _curves_at(self, base: np.ndarray, cap: np.ndarray, costs: np.ndarray, budget: int, evaluate,
