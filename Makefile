@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data demo test bench bench-kmq bench-quad lock clean
+.PHONY: setup data demo test bench bench-kmq bench-quad bench-equity bench-valuation lock clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,23 @@ $(WORDNET): | $(VENV)/.installed
 
 bench-quad: setup $(WORDNET)
 	HF_HUB_OFFLINE=1 $(VPY) bench/quad.py
+
+bench-equity: setup data
+	$(VPY) bench/equity.py
+
+# pyDVL only in its own environment (.venv-bench); it pins numpy<2, overridden with ours
+BENCH_VPY := .venv-bench/bin/python
+.venv-bench/.installed: requirements.lock pyproject.toml
+	@test -x $(BENCH_VPY) || $(UV) venv --quiet --python $(PY) .venv-bench
+	grep '^numpy==' requirements.lock > /tmp/curation-bench-override.txt
+	$(UV) pip install --quiet --python $(BENCH_VPY) $(TORCH_SRC) -r requirements.lock pydvl==0.10.0 matplotlib \
+		--override /tmp/curation-bench-override.txt
+	$(UV) pip install --quiet --python $(BENCH_VPY) --no-deps -e .
+	@touch $@
+
+bench-valuation: .venv-bench/.installed
+	$(BENCH_VPY) infra/data/fetch_valuation.py
+	$(BENCH_VPY) bench/valuation.py
 
 # Re-pin every dependency (run after editing pyproject.toml's dependencies).
 lock:
