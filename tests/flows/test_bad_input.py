@@ -95,7 +95,7 @@ def test_duplicate_ids_name_examples(project, capsys):
 
 
 def test_unknown_selector_lists_known_ones(project, capsys):
-    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"Unknown selector method 'magic'\. Known methods: kmq, kmq-iterative, quad, random, stratified")
+    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"Unknown selector method 'magic'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\.")
 
 
 def test_unknown_connector_kind(project, capsys):
