@@ -62,6 +62,9 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
         raise InvalidParameterError(f"knn-shapley: k must be an int >= 1; got {k!r}")
     if epsilon is not None and not 0 < epsilon <= 1:
         raise InvalidParameterError(f"knn-shapley: epsilon must lie in (0, 1]; got {epsilon!r}")
+    if epsilon is not None and per_test:
+        raise InvalidParameterError("knn-shapley: per_test returns the exact per-test-point matrix; "
+                                    "use epsilon=None with it")
     Xtr = np.ascontiguousarray(X_train, dtype=np.float32)
     Xte = np.ascontiguousarray(X_test, dtype=np.float32)
     ytr, yte = np.asarray(y_train), np.asarray(y_test)
@@ -69,7 +72,7 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
     phi = np.zeros(N)
     if N == 0 or T == 0:
         return (phi, np.zeros((T, N))) if per_test else phi
-    if epsilon is not None and not per_test:
+    if epsilon is not None:
         kstar = min(N, max(k, math.ceil(1 / epsilon)))
         nn = _neighbours(Xtr, Xte, kstar)
         s = _values_sorted(ytr[nn] == yte[:, None], k, N, truncated=kstar < N)
@@ -81,14 +84,15 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
     for a in range(0, T, block):
         xt = Xte[a : a + block].astype(np.float64)
         dist = sq[None, :] - 2.0 * xt @ Xtr.T.astype(np.float64)   # ‖x_t‖² is constant per row
-        order = np.argsort(dist, axis=1, kind="stable")
+        order = np.argsort(dist, axis=1)  # introsort: ~3x faster than a stable sort on wide rows
+        ranked = np.take_along_axis(dist, order, axis=1)
+        tied = np.flatnonzero((np.diff(ranked, axis=1) == 0).any(axis=1))
+        if len(tied):  # rows with equal distances: break ties by training order, as the spec asks
+            order[tied] = np.argsort(dist[tied], axis=1, kind="stable")
         s = _values_sorted(ytr[order] == yte[a : a + block, None], k, N, truncated=False)
-        rows = np.repeat(np.arange(len(xt)), N)
-        vals = np.zeros((len(xt), N))
-        vals[rows, order.ravel()] = s.ravel()
-        phi += vals.sum(0)
+        phi += np.bincount(order.ravel(), weights=s.ravel(), minlength=N)
         if full is not None:
-            full[a : a + block] = vals
+            np.put_along_axis(full[a : a + block], order, s, axis=1)
     phi /= T
     return (phi, full) if per_test else phi
 

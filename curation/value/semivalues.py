@@ -35,6 +35,7 @@ running sums with :func:`_drive` and return :meth:`ValuationResult.from_sums`.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -287,6 +288,12 @@ def tmc_shapley(
     map_fn = map_fn or serial_map
 
     u_empty, u_full = players.empty, players.full()
+    near_empty = truncation_rtol > 0 and abs(u_full - u_empty) <= truncation_rtol * abs(u_full)
+    if near_empty:
+        # every permutation would be cut almost at once and all values collapse towards 0
+        warnings.warn(f"tmc_shapley: U(D)={u_full:.4g} is within truncation_rtol={truncation_rtol:g} of "
+                      f"U(empty)={u_empty:.4g}, so truncation stops every permutation almost at once and the "
+                      "values shrink towards 0; lower truncation_rtol (0 turns truncation off)", stacklevel=2)
     stats = _new_stats(n, previous)
     done = int(previous.info.get("permutations", 0)) if previous is not None else 0
     counters = {"calls": int(previous.info.get("utility_calls", 0)) if previous is not None else 0,
@@ -316,7 +323,7 @@ def tmc_shapley(
         "convergence": conv.last, "u_full": u_full, "u_empty": u_empty,
         "truncation_rtol": truncation_rtol, "truncation_patience": truncation_patience,
         "conv_window": conv_window, "conv_rtol": conv_rtol,
-        "groups": None if groups is None else len(groups),
+        "groups": None if groups is None else len(groups), "truncation_near_empty": near_empty,
     }
     return ValuationResult._from_stats(stats, method=func, info=info)
 

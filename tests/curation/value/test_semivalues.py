@@ -370,3 +370,18 @@ def test_bad_parameters_name_the_parameter_and_the_value():
         GroupUtility(game, [[0, 1], [1, 2]])
     with pytest.raises(InvalidParameterError, match="'previous' parameter of tmc_shapley"):
         tmc_shapley(game, max_permutations=5, rng=rng, previous=loo(game))
+
+
+def test_tmc_warns_when_full_data_is_within_the_truncation_tolerance_of_empty():
+    from curation.value.utility import Utility
+
+    class NearEmpty(Utility):  # U(∅) = 0.70, U(D) = 0.705: 1% truncation would cut at once
+        def _evaluate_empty(self):
+            return 0.70
+
+        def _evaluate(self, idx):
+            return 0.705 if len(idx) == self.n else 0.70 + 0.2 * (idx[0] == 0)
+
+    with pytest.warns(UserWarning, match="within truncation_rtol=0.01"):
+        res = tmc_shapley(NearEmpty(6), max_permutations=5, conv_rtol=0, rng=np.random.default_rng(0))
+    assert res.info["truncation_near_empty"] is True
