@@ -1,0 +1,195 @@
+"""The static embedder distilled from the packaged MiniLM (``embed.model: static-minilm``).
+
+Most tests distil a small slice of the vocabulary (``vocab_limit``: the first ids only), which
+exercises the whole build path in a few seconds. The full model is built once per session (into a
+temporary directory) for the two ``slow`` tests that need real vectors: about 10-20 s of forward
+passes on a quiet 2-core machine, minutes on a busy one.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from curation.embed import EmbeddingCache, make_text_embedder
+from curation.embed import static as static_mod
+from curation.embed.static import DistillSettings, StaticEmbedder, ensure_distilled, token_weights
+from curation.pipeline import embed_texts, serial_map
+
+SMALL = {"vocab_limit": 1200, "pca_dims": 32}  # ids < 1200: special tokens and ~200 single characters
+
+
+@pytest.fixture
+def count_builds(monkeypatch):
+    """Counts calls of the expensive distillation step."""
+    calls: list[DistillSettings] = []
+    real = static_mod.distill
+
+    def counting(base_path, settings):
+        calls.append(settings)
+        return real(base_path, settings)
+
+    monkeypatch.setattr(static_mod, "distill", counting)
+    return calls
+
+
+@pytest.fixture(scope="session")
+def small_cache(tmp_path_factory):
+    """A cache directory holding the small model (built once per test session)."""
+    root = tmp_path_factory.mktemp("static-small")
+    StaticEmbedder(cache_dir=root, **SMALL).model_dir  # noqa: B018 - builds it
+    return root
+
+
+@pytest.fixture
+def fake_distill(monkeypatch):
+    """Replaces the forward passes with a seeded random table (for the cache mechanics only)."""
+    from tokenizers import Tokenizer
+
+    from curation.embed.sentence_transformers import resolve_model_path
+
+    def fake(base_path, settings):
+        tok = Tokenizer.from_file(f"{resolve_model_path(settings.base)}/tokenizer.json")
+        tok.no_truncation()
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((tok.get_vocab_size(), settings.pca_dims)).astype(np.float32), tok
+
+    monkeypatch.setattr(static_mod, "distill", fake)
+
+
+@pytest.fixture(scope="session")
+def full_cache(tmp_path_factory):
+    """A cache directory holding the full distilled model (built once per test session)."""
+    root = tmp_path_factory.mktemp("static-full")
+    StaticEmbedder(cache_dir=root).model_dir  # noqa: B018 - builds it
+    return root
+
+
+def test_distillation_is_deterministic(small_cache, tmp_path):
+    """Same base files and settings -> byte-identical table and tokenizer -> same hash."""
+    small_model_dir = StaticEmbedder(cache_dir=small_cache, **SMALL).model_dir
+    again = ensure_distilled(DistillSettings(**SMALL), tmp_path)
+    assert again != small_model_dir
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (again / name).read_bytes() == (small_model_dir / name).read_bytes()
+    a, b = (json.loads((d / "distill.json").read_text()) for d in (small_model_dir, again))
+    assert a["sha256"] == b["sha256"] and a["key"] == b["key"]
+    assert not list(tmp_path.glob(".tmp-*"))  # the temporary build directory was renamed away
+
+
+def test_cache_is_reused_and_keyed_by_settings(small_cache, tmp_path, count_builds):
+    emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
+    assert emb.embed(["hello"]).shape == (1, 32) and emb.id.startswith("static:minilm@")
+    assert count_builds == []  # built once per machine (cache directory), not per embedder or process
+    settings = DistillSettings(**SMALL)
+    base_sha = static_mod.base_model_sha256(static_mod.resolve_model_path(settings.base))
+    keys = {static_mod.distill_key(base_sha, DistillSettings(**{**SMALL, **change}))
+            for change in ({}, {"weighting": "none"}, {"pca_dims": 16}, {"vocab_limit": None}, {"sif_coefficient": 1})}
+    assert len(keys) == 5  # any setting that changes the table changes the key
+
+
+def test_first_use_builds_once_then_reuses(tmp_path, fake_distill, count_builds):  # count the fake
+    a = StaticEmbedder(cache_dir=tmp_path, pca_dims=8)
+    assert a.id == StaticEmbedder(cache_dir=tmp_path, pca_dims=8).id
+    assert StaticEmbedder(cache_dir=tmp_path, pca_dims=8).embed(["x y"]).shape == (1, 8)
+    assert len(count_builds) == 1
+    assert (tmp_path / "static-minilm").is_dir() and a.model_dir.parent == tmp_path / "static-minilm"
+
+
+def test_id_names_the_distilled_hash_and_vector_settings(small_cache):
+    tmp_path = small_cache
+    emb = StaticEmbedder(cache_dir=tmp_path, **SMALL)
+    sha = json.loads((emb.model_dir / "distill.json").read_text())["sha256"]
+    assert emb.model_sha256 == sha and emb.id.startswith(f"static:minilm@{sha[:16]}:dim=32")
+    assert StaticEmbedder(cache_dir=tmp_path, max_seq_length=8, **SMALL).id != emb.id
+    assert StaticEmbedder(cache_dir=tmp_path, normalize=False, **SMALL).id != emb.id
+
+
+def test_a_build_that_dies_leaves_nothing(tmp_path, monkeypatch, fake_distill):
+    def boom(*_):
+        raise KeyboardInterrupt  # after write_model has written the table and tokenizer
+
+    monkeypatch.setattr(static_mod, "content_sha256", boom)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_distilled(DistillSettings(pca_dims=8), tmp_path)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_pickles_small_and_loads_lazily(small_cache):
+    """What Ray ships: no model inside, the same id and vectors on the other side."""
+    emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
+    emb_id = emb.id
+    blob = pickle.dumps(emb)
+    assert len(blob) < 2000
+    other = pickle.loads(blob)
+    assert other.id == emb_id
+    np.testing.assert_array_equal(other.embed(["a, b; c!"]), emb.embed(["a, b; c!"]))
+
+
+def test_model_directory_is_a_plain_sentence_transformers_model(small_cache):
+    from sentence_transformers import SentenceTransformer
+
+    emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
+    plain = SentenceTransformer(str(emb.model_dir), device="cpu")
+    texts = ["a, b; c!", "[UNK] ?"]
+    np.testing.assert_allclose(plain.encode(texts, normalize_embeddings=True), emb.embed(texts), atol=1e-6)
+
+
+def test_refuses_a_different_model_than_its_id_names(small_cache):
+    emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
+    _ = emb.id
+    emb._sha = "0" * 64  # as if the driver's model differed from this node's
+    with pytest.raises(RuntimeError, match="is not the one this embedder's id names"):
+        emb.embed(["x"])
+
+
+def test_factory_takes_the_recipe_settings(tmp_path):
+    emb = make_text_embedder("static-minilm", batch_size=64, normalize=True, max_seq_length=None,
+                             cache_dir=str(tmp_path))
+    assert isinstance(emb, StaticEmbedder) and emb.batch_size == 64 and emb.settings.pca_dims == 256
+    emb = make_text_embedder("static-minilm:128", batch_size=64, normalize=False, max_seq_length=64)
+    assert emb.settings.pca_dims == 128 and not emb.normalize and emb.max_seq_length == 64
+
+
+def test_sif_weights_damp_frequent_ids():
+    w = token_weights(30522, "sif", 1e-3)
+    assert w[0] < 0.05 and w[1996] > 0.9 and np.all(np.diff(w) > 0)
+    assert token_weights(10, "none").tolist() == [1.0] * 10
+
+
+@pytest.mark.slow
+def test_full_model_vectors(full_cache):
+    """Configured dimension, unit norm, batch-independent, and the embedding cache round trip."""
+    emb = make_text_embedder("static-minilm", batch_size=64, normalize=True, max_seq_length=None,
+                             cache_dir=str(full_cache))
+    texts = ["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell sharply today.", ""]
+    X = emb.embed(texts)
+    assert X.shape == (4, 256) and X.dtype == np.float32 and X.flags.c_contiguous
+    np.testing.assert_allclose(np.linalg.norm(X[:3], axis=1), 1, rtol=1e-5)
+    assert not X[3].any()  # no tokens: the zero vector
+    np.testing.assert_allclose(emb.embed(texts[1:2])[0], X[1], atol=1e-6)
+    cache = EmbeddingCache(full_cache / "vectors", emb.id)
+    X1, _ = embed_texts(texts[:3], emb, cache=cache, map_chunks=serial_map(emb))
+    X2, counts = embed_texts(texts[:3], emb, cache=cache, map_chunks=serial_map(emb))
+    assert counts["embedded"] == 0
+    np.testing.assert_array_equal(X1, X2)
+
+
+@pytest.mark.slow
+def test_full_model_nearest_neighbours_are_paraphrases(full_cache):
+    emb = StaticEmbedder(cache_dir=full_cache)
+    pairs = [
+        ("A man is playing a guitar.", "Someone plays the guitar."),
+        ("The stock market fell sharply today.", "Share prices dropped steeply on Wall Street."),
+        ("How do I bake bread at home?", "A simple recipe for homemade bread."),
+        ("The cat is sleeping on the sofa.", "A kitten naps on the couch."),
+    ]
+    X = emb.embed([t for pair in pairs for t in pair])
+    S = X @ X.T
+    np.fill_diagonal(S, -1)
+    assert S.argmax(axis=1).tolist() == [1, 0, 3, 2, 5, 4, 7, 6]  # each sentence's nearest is its paraphrase
+    truncated = StaticEmbedder(cache_dir=full_cache, max_seq_length=2).embed(["the cat sat on the mat"])
+    np.testing.assert_allclose(truncated, emb.embed(["the cat"]), atol=1e-6)
