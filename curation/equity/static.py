@@ -121,6 +121,20 @@ def _check_minimum_fits(lower: np.ndarray, costs: np.ndarray, budget: float) -> 
             f"budget={budget:g}. Lower the minimum or raise the budget.")
 
 
+def _problem(curves: Sequence[CurveLike], costs: Any, budget: Any, weights: Any, capacity: Any,
+             minimum: Any) -> tuple[list[PowerLaw], np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    """Validated (curves, costs, budget, weights, capacity, minimum) of a continuous optimum."""
+    cv = _as_curves(curves)
+    g = len(cv)
+    kappa = check_costs(costs, g)
+    budget = check_budget_amount(budget)
+    w = _weights(weights, g)
+    cap = _capacity(capacity, g)
+    lower = _minimum(minimum, g, cap)
+    _check_minimum_fits(lower, kappa, budget)
+    return cv, kappa, budget, w, cap, lower
+
+
 def _need(a: np.ndarray, b: np.ndarray, c: np.ndarray, t: float) -> np.ndarray:
     """``need_g(t)`` for every group (inf where ``t ≤ c_g``; 0 at ``t = inf``)."""
     gap_ = t - c
@@ -198,14 +212,7 @@ def weighted_optimum(curves: Sequence[CurveLike], costs: Any, budget: float, wei
     >>> [round(float(x), 1) for x in n]
     [284.1, 715.9]
     """
-    cv = _as_curves(curves)
-    g = len(cv)
-    kappa = check_costs(costs, g)
-    budget = check_budget_amount(budget)
-    w = _weights(weights, g)
-    cap = _capacity(capacity, g)
-    lower = _minimum(minimum, g, cap)
-    _check_minimum_fits(lower, kappa, budget)
+    cv, kappa, budget, w, cap, lower = _problem(curves, costs, budget, weights, capacity, minimum)
     a, b, _ = _params(cv)
     return _weighted_kkt(a, b, kappa, w, budget, lower, cap)
 
@@ -343,18 +350,12 @@ def maxmin_optimum(curves: Sequence[CurveLike], costs: Any, budget: float, *, se
             or floor_tol < 0:
         raise InvalidParameterError(f"The 'floor_tol' parameter of maxmin_optimum must be a finite number >= 0. "
                                     f"Got {floor_tol!r} instead.")
-    cv = _as_curves(curves)
-    g = len(cv)
-    kappa = check_costs(costs, g)
-    budget = check_budget_amount(budget)
-    w = _weights(weights, g)
-    cap = _capacity(capacity, g)
-    lower = _minimum(minimum, g, cap)
-    _check_minimum_fits(lower, kappa, budget)
+    cv, kappa, budget, w, cap, lower = _problem(curves, costs, budget, weights, capacity, minimum)
     a, b, c = _params(cv)
     floors = np.maximum(c + floor_tol, _errors(a, b, c, cap))
 
     n = lower.copy()
+    g = len(cv)
     remaining = np.arange(g)
     left = budget
     first_floor_groups: tuple[int, ...] | None = None
