@@ -1,7 +1,8 @@
 """curation: build diverse, equitable training sets.
 
-The library (no Prefect, no Ray): recipes, embedders, clustering, selectors, publishing and
-reports. ``flows/`` wires it into Prefect flows with work placed on Ray.
+The library (no Prefect, no Ray): recipes, embedders, clustering, selectors, the build and its
+resumable stages, publishing and reports. ``curation.build(recipe)`` builds and publishes a
+version in this process; ``flows/`` runs the same stages as a Prefect flow with work on Ray.
 """
 
 from curation.exceptions import CurationError, DataError, InvalidParameterError, RecipeError
@@ -16,9 +17,20 @@ __all__ = [
     "Pool",
     "Recipe",
     "RecipeError",
+    "build",
     "Selection",
     "check_rng",
     "load_recipe",
     "spawn",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``curation.build`` is imported on first use: it pulls in every stage (selectors, torch
+    # embedders, connectors), which ``import curation`` alone should not pay for.
+    if name == "build":
+        from curation.builder import build
+
+        return build
+    raise AttributeError(f"module 'curation' has no attribute {name!r}")

@@ -1,8 +1,7 @@
-"""The stages of a build as plain functions: ingest, embed, cluster, select, assemble.
+"""The work inside a build's stages, as plain functions: read, embed, cluster, select, assemble.
 
-No Prefect and no Ray here: ``flows/`` wires these into a Prefect flow and supplies the
-parallel ``map_chunks`` for embedding (Ray actors). From a notebook the same functions run
-serially.
+:mod:`curation.builder` runs these as resumable stages; they know nothing of the stage store,
+Prefect or Ray (parallelism comes in as ``map_chunks``).
 """
 
 from __future__ import annotations
@@ -27,14 +26,6 @@ from curation.types import Pool, Reference, Selection
 
 STAGING_COLUMNS = ("__text", "__label")
 MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
-
-
-def stage_seeds(seed: int) -> dict[str, np.random.Generator]:
-    """One independent, reproducible stream per stage, derived from the recipe's root seed."""
-    # spawn keys are positional: adding a stream at the end leaves the earlier ones unchanged
-    cluster, select, holdout, value = np.random.SeedSequence(seed).spawn(4)
-    return {"cluster": np.random.default_rng(cluster), "select": np.random.default_rng(select),
-            "holdout": np.random.default_rng(holdout), "value": np.random.default_rng(value)}
 
 
 # ---------------------------------------------------------------------------------------- ingest

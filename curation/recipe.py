@@ -169,8 +169,13 @@ class ValueConfig(_Strict):
 
 
 class OutputConfig(_Strict):
+    """Where versions go, and how long finished stage outputs are kept for reuse."""
+
     root: str = "out"
     rows_per_shard: int = Field(default=100_000, gt=0)
+    stages_max_age_days: float = Field(default=14, ge=0, description="stage outputs unused this long are removed")
+    stages_max_gb: float = Field(default=20, ge=0, description="the stage store is trimmed (least recently used "
+                                 "first) to this size after each build")
 
 
 class Recipe(_Strict):

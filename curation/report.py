@@ -140,9 +140,10 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         head += ["", f"values: {v['method']} against {v.get('validation_rows', '?')} held-out rows"
                  + (f" ({extra})" if extra else "") + "; per item in report.value, per group below"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
-    t = manifest.get("timings", {})
-    if t:
-        head += ["", "stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in t.items())]
+    stages = manifest.get("stages") or {k: {"seconds": v} for k, v in manifest.get("timings", {}).items()}
+    if stages:  # a stage reused from the stage store says so instead of its (near-zero) time
+        head += ["", "stage seconds: " + ", ".join(
+            f"{k}=reused" if st.get("reused") else f"{k}={st['seconds']:.1f}" for k, st in stages.items())]
     return "\n".join(head)
 
 

@@ -36,13 +36,15 @@ def _build(args: argparse.Namespace) -> int:
         overrides.append(f"output.root={args.out}")
     recipe = load_recipe(args.recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
 
+    from curation.builder import preflight
     from curation.report import format_summary, load_manifest
-    from flows.curate import curate, preflight
 
     preflight(recipe)
+    from flows.curate import curate
+
     hide_tracebacks_of_user_errors()
 
-    version_dir = curate(recipe)
+    version_dir = curate(recipe.model_dump(mode="json"))
     manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
     print(format_summary(manifest))
     print(version_dir)

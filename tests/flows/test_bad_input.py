@@ -126,7 +126,10 @@ def test_failed_run_keeps_previous_version(project, capsys):
     assert list_versions("out/bad") == ["v0001"] and Path("out/bad/LATEST").read_text().strip() == "v0001"
     assert verify_version(v1) == []
     assert not [p for p in Path("out/bad").iterdir() if p.name.startswith(".tmp")]
-    assert not list(Path("out/.work").iterdir())  # scratch space cleaned after the failure
+    # no half-written stage output; the failed run reused ingest and embed and added no cluster entry
+    assert not list(Path("out/.stages").glob("*/.tmp-*"))
+    entries = sorted(p.parent.parent.name for p in Path("out/.stages").glob("*/*/record.json"))
+    assert entries == ["cluster", "embed", "ingest", "select"]
 
 
 def test_tabular_source_end_to_end(tmp_path, monkeypatch, ray_session, prefect_api, capsys):

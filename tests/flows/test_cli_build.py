@@ -86,7 +86,10 @@ def test_rebuild_embeds_nothing_and_is_byte_identical(built):
     work = built[0]
     v1, v2 = work / "out/instr-mix/v0001", work / "out/instr-mix/v0002"
     m1, m2 = (json.loads((v / "manifest.json").read_text()) for v in (v1, v2))
-    assert m2["embedding"]["embedded"] == 0 and m2["embedding"]["cached"] == m1["counts"]["pool"]
+    # the rerun reused every stage the first build wrote; nothing was embedded again
+    assert {k: v["reused"] for k, v in m1["stages"].items()} == dict.fromkeys(["ingest", "embed", "cluster", "select"], False)
+    assert {k: v["reused"] for k, v in m2["stages"].items()} == dict.fromkeys(["ingest", "embed", "cluster", "select"], True)
+    assert {k: v["key"] for k, v in m2["stages"].items()} == {k: v["key"] for k, v in m1["stages"].items()}
     assert m2["parent"] == "v0001" and m2["recipe_sha256"] == m1["recipe_sha256"]
     shards = sorted(p.name for p in (v1 / "data").iterdir())
     assert shards == sorted(p.name for p in (v2 / "data").iterdir())

@@ -1,0 +1,478 @@
+"""The build: a recipe's stages run in order, each resumable, then one published version.
+
+``curation.build(recipe)`` is the whole build in this process, with no Prefect and no Ray::
+
+    import curation
+    v = curation.build("examples/instructions.yaml")      # a path, a mapping or a Recipe
+    v.path                                                 # out/instruction-mix/v0003
+    v.data().head()                                        # the published rows (polars)
+
+Stages, in order (the value stage only with a recipe ``value:`` section)::
+
+    ingest -> embed -> cluster -> value -> select -> publish
+
+Each stage is a method of :class:`Builder` from the records of the stages it reads to its own
+record (:class:`Ingested`, :class:`Embedded`, :class:`Clustered`, :class:`Valued`,
+:class:`Selected`). Its output lives in the content-addressed stage store
+(:mod:`curation.stages`) under a key made of the stage's name and version, the recipe values
+it reads (listed per stage in :data:`STAGE_READS`) and the keys of its inputs; a stage whose
+key is already in the store is reused, not run. So a rerun after a crash resumes after the
+last finished stage, and a recipe that changes only ``select`` re-selects from the cached
+clusters. Publishing always writes a new version: it is the build's product, not a cache.
+
+The same inputs, recipe and seed give byte-identical shards whichever way the stages ran
+(serially here, on Ray from ``flows/``) and whether they were computed or reused: each stage
+draws from its own child stream of the recipe's seed (:func:`curation.random.spawn`), so no
+stage's randomness depends on another having run in this process.
+
+Parallel work is passed in, never imported: ``map_chunks(embedder, chunks)`` embeds chunks of
+texts (``flows/`` passes Ray actors) and ``map_fn(func, args)`` runs the valuation's
+independent pieces (``flows/`` passes Ray tasks). See docs/architecture.md#the-build.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from curation import __version__, holdout, pipeline
+from curation.embed import Embedder, EmbeddingCache, make_text_embedder
+from curation.progress import progress
+from curation.publish import code_version, publish_version
+from curation.random import spawn
+from curation.recipe import Recipe, SourceConfig, load_recipe
+from curation.report import REFERENCE_REASON, summarize
+from curation.stages import StageRun, StageStore, stage_key
+from curation.types import Pool
+
+MapChunks = Callable[[Embedder, list[list[str]]], Iterator[np.ndarray]]
+MapFn = Callable[..., list[Any]]
+
+#: Bump a stage's version when its code changes what it writes: older entries are then not reused.
+STAGE_VERSIONS = {"ingest": 1, "embed": 1, "cluster": 1, "value": 1, "select": 1}
+
+#: What each stage reads from the recipe (besides its input stages); exactly these go into its key.
+STAGE_READS = {
+    "ingest": "sources, groups, the held-out set (reference or value.validation), seed when a fraction is held out; "
+              "the content (sha256) of every input file",
+    "embed": "embed.model, embed.normalize, embed.max_seq_length (text) or the feature columns (tabular)",
+    "cluster": "cluster, seed, whether vectors are spherical",
+    "value": "value (without validation), seed",
+    "select": "select, groups, seed",
+}
+
+# Child streams of the recipe seed, by position: adding a stream at the end keeps the others.
+_STREAMS = ("cluster", "select", "holdout", "value")
+
+
+def serial_chunks(embedder: Embedder, chunks: list[list[str]]) -> Iterator[np.ndarray]:
+    """The in-process ``map_chunks``: embed chunk after chunk."""
+    return pipeline.serial_map(embedder)(chunks)
+
+
+def serial_map(func: Callable[[Any], Any], args: list[Any]) -> list[Any]:
+    """The in-process ``map_fn``: ``[func(a) for a in args]``."""
+    return [func(a) for a in args]
+
+
+def stage_rng(seed: int, stage: str) -> np.random.Generator:
+    """A fresh generator of ``stage``'s child stream of the root ``seed``."""
+    return spawn(seed, len(_STREAMS))[_STREAMS.index(stage)]
+
+
+# ------------------------------------------------------------------------------------ records
+@dataclass(frozen=True)
+class StageOutput:
+    """A finished stage: its key, its directory in the store, and its facts (``record.json``)."""
+
+    key: str
+    dir: Path
+    reused: bool
+    seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, run: StageRun):
+        return cls(key=run.key, dir=run.dir, reused=run.reused, seconds=run.seconds, facts=run.record)
+
+
+class Ingested(StageOutput):
+    """Normalised items (``items.parquet``), skipped rows, and the held-out rows if any."""
+
+    def items(self) -> pl.DataFrame:
+        return pl.read_parquet(self.dir / "items.parquet")
+
+    def skipped(self) -> pl.DataFrame:
+        return pl.read_parquet(self.dir / "skipped.parquet")
+
+    def reference(self) -> pl.DataFrame | None:
+        p = self.dir / "reference.parquet"
+        return pl.read_parquet(p) if p.is_file() else None
+
+
+class Embedded(StageOutput):
+    """One vector per pool row (``embeddings.npy``) and per held-out row."""
+
+    def vectors(self) -> np.ndarray:
+        return np.load(self.dir / "embeddings.npy")
+
+    def reference_vectors(self) -> np.ndarray | None:
+        p = self.dir / "reference_embeddings.npy"
+        return np.load(p) if p.is_file() else None
+
+
+class Clustered(StageOutput):
+    """One cluster label per pool row (``clusters.npy``)."""
+
+    def labels(self) -> np.ndarray:
+        return np.load(self.dir / "clusters.npy")
+
+
+class Valued(StageOutput):
+    """One data value and standard error (NaN: none) per pool row (``values.npy``)."""
+
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        v = np.load(self.dir / "values.npy")
+        return v[0], v[1]
+
+
+class Selected(StageOutput):
+    """The rows to publish (``data.parquet``) and the report (``report.parquet``)."""
+
+    def data(self) -> pl.DataFrame:
+        return pl.read_parquet(self.dir / "data.parquet")
+
+    def report(self) -> pl.DataFrame:
+        return pl.read_parquet(self.dir / "report.parquet")
+
+
+@dataclass(frozen=True)
+class Version:
+    """A published version: ``path`` is its directory, ``manifest`` its manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def data(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path / "data" / "*.parquet")
+
+    def report(self) -> pl.DataFrame:
+        return pl.read_parquet(self.path / "report.parquet")
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+# ------------------------------------------------------------------------------------ helpers
+def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """A validated Recipe from a Recipe, a mapping (e.g. a deployment's JSON) or a YAML path."""
+    if isinstance(recipe, Recipe):
+        return load_recipe(recipe.model_dump(mode="json"), list(overrides)) if overrides else recipe
+    return load_recipe(dict(recipe) if isinstance(recipe, Mapping) else recipe, list(overrides))
+
+
+def reference_source(recipe: Recipe) -> SourceConfig:
+    """The held-out file (``reference.path`` or ``value.validation.path``) read with the first source's columns."""
+    ref = recipe.holdout
+    return recipe.sources[0].model_copy(update={"name": "reference", "path": ref.path, "format": ref.format,
+                                                "limit": None})
+
+
+def _connector(src: SourceConfig):
+    from connectors import load_connector
+
+    try:
+        return load_connector(src.kind)(src)
+    except KeyError as exc:
+        raise FileNotFoundError(f"sources[{src.name}].kind: {exc.args[0]}") from None
+
+
+def preflight(recipe: Recipe) -> None:
+    """Fail fast, before any work: unknown connector kinds and missing inputs."""
+    for src in recipe.sources:
+        _connector(src).units()
+    if recipe.holdout is not None and recipe.holdout.path is not None:
+        _connector(reference_source(recipe)).units()
+
+
+def cache_dir(recipe: Recipe) -> Path:
+    """The embedding cache (per-text vectors, shared by every build under ``output.root``)."""
+    return Path(recipe.embed.cache_dir or Path(recipe.output.root) / ".cache" / "embeddings")
+
+
+def _dump(model) -> Any:
+    return None if model is None else model.model_dump(mode="json")
+
+
+def _json_facts(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON-able part of a facts mapping (arrays and objects are the report's business)."""
+    return json.loads(json.dumps({k: v for k, v in info.items()
+                                  if isinstance(v, (int, float, str, bool, dict, list, type(None)))}, default=str))
+
+
+# ------------------------------------------------------------------------------------ builder
+class Builder:
+    """Runs one recipe's stages against the stage store; see the module docstring.
+
+    Args:
+        recipe: the validated recipe.
+        map_chunks: how text chunks are embedded (default: serially in this process).
+        map_fn: how valuation pieces run (default: serially); ``n_jobs`` is how many run at once
+            (or a function returning it, asked only when a stage has work to spread).
+    """
+
+    def __init__(self, recipe: Recipe, *, map_chunks: MapChunks | None = None, map_fn: MapFn | None = None,
+                 n_jobs: int | Callable[[], int] = 1) -> None:
+        self.recipe = recipe
+        self.map_chunks = map_chunks or serial_chunks
+        self.map_fn = map_fn or serial_map
+        self.n_jobs = n_jobs
+        self.store = StageStore(recipe.output.root)
+        self.runs: dict[str, StageOutput] = {}
+
+    def _run(self, name: str, cls, sections: dict[str, Any], inputs: dict[str, StageOutput],
+             produce: Callable[[Path], dict[str, Any]]):
+        key = stage_key(name, STAGE_VERSIONS[name], {"package": __version__, **sections},
+                        {k: v.key for k, v in inputs.items()})
+        out = cls.of(self.store.run(name, key, produce))
+        self.runs[name] = out
+        return out
+
+    # -------------------------------------------------------------------------------- ingest
+    def ingest(self) -> Ingested:
+        """Read every source, normalise rows, drop duplicates, split off the held-out set."""
+        r = self.recipe
+        conns = [(src, _connector(src)) for src in r.sources]
+        inputs = [{"source": src.name, "kind": src.kind, "units": c.fingerprints()} for src, c in conns]
+        ref = r.holdout
+        ref_conn = None
+        if ref is not None and ref.path is not None:
+            src = reference_source(r)
+            ref_conn = (src, _connector(src))
+            inputs.append({"source": "reference", "kind": src.kind, "units": ref_conn[1].fingerprints()})
+        sections = {"sources": [_dump(s) for s in r.sources], "groups": r.groups, "holdout": _dump(ref),
+                    "inputs": inputs}
+        if ref is not None and ref.fraction is not None:
+            sections["seed"] = r.seed
+
+        def produce(out: Path) -> dict[str, Any]:
+            parts, unreadable = [], Counter()
+            for src, conn in conns:
+                parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped))
+                unreadable.update(conn.skipped)
+            items, skipped = pipeline.merge_sources(parts)
+            for reason, n in unreadable.items():  # lines no connector could decode: counted, no id to report
+                skipped = pl.concat([skipped, pl.DataFrame({"reason": [reason] * n})], how="diagonal_relaxed")
+            held = None
+            if ref is not None and ref.fraction is not None:
+                items, held = holdout.split_fraction(items, ref.fraction, rng=stage_rng(r.seed, "holdout"))
+            elif ref_conn is not None:
+                src, conn = ref_conn
+                held, _ = pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped)
+                if src.id is None:  # content-hash ids: the same id is the same text
+                    items, dropped = holdout.drop_overlap(items, held)
+                    skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
+            items.write_parquet(out / "items.parquet")
+            skipped.write_parquet(out / "skipped.parquet")
+            if held is not None:
+                held.write_parquet(out / "reference.parquet")
+            return {"rows": items.height, "skipped_rows": skipped.height,
+                    "reference_rows": 0 if held is None else held.height, "inputs": inputs}
+
+        return self._run("ingest", Ingested, sections, {}, produce)
+
+    # --------------------------------------------------------------------------------- embed
+    def embed(self, ingested: Ingested) -> Embedded:
+        """One vector per pool row and held-out row: the text embedder, or the tabular encoder."""
+        r = self.recipe
+        if r.is_text:
+            sections = {"embed": {k: getattr(r.embed, k) for k in ("model", "normalize", "max_seq_length")}}
+        else:
+            sections = {"features": [s.features for s in r.sources]}
+
+        def produce(out: Path) -> dict[str, Any]:
+            items, held = ingested.items(), ingested.reference()
+            if r.is_text:
+                cfg = r.embed
+                embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
+                                              max_seq_length=cfg.max_seq_length)
+                texts = items["__text"].to_list() + (held["__text"].to_list() if held is not None else [])
+                X, counts = pipeline.embed_texts(texts, embedder, cache=EmbeddingCache(cache_dir(r), embedder.id),
+                                                 map_chunks=lambda chunks: self.map_chunks(embedder, chunks),
+                                                 chunk_size=cfg.chunk_size)
+                placement = getattr(self.map_chunks, "placement", None) or {}
+                facts = {"embedder": embedder.id, **counts, **placement}
+            else:
+                X, enc_id = pipeline.embed_tabular(items, r.sources[0].features or [], also=held)
+                facts = {"embedder": enc_id, "texts": 0, "cached": 0, "embedded": len(X)}
+            np.save(out / "embeddings.npy", X[: items.height])
+            if held is not None:  # the held-out rows were embedded after the pool's, with the same model
+                np.save(out / "reference_embeddings.npy", X[items.height:])
+            return {"dim": int(X.shape[1]), **facts}
+
+        return self._run("embed", Embedded, sections, {"ingest": ingested}, produce)
+
+    # ------------------------------------------------------------------------------- cluster
+    def spherical(self) -> bool:
+        cfg = self.recipe.cluster
+        return cfg.spherical if cfg.spherical is not None else (self.recipe.is_text and self.recipe.embed.normalize)
+
+    def cluster(self, embedded: Embedded) -> Clustered:
+        """faiss k-means labels for every pool row (k chosen by silhouette with ``k: auto``)."""
+        r = self.recipe
+        sections = {"cluster": _dump(r.cluster), "seed": r.seed, "spherical": self.spherical()}
+
+        def produce(out: Path) -> dict[str, Any]:
+            labels, facts = pipeline.cluster(embedded.vectors(), r, stage_rng(r.seed, "cluster"))
+            np.save(out / "clusters.npy", labels)
+            return facts
+
+        return self._run("cluster", Clustered, sections, {"embed": embedded}, produce)
+
+    # --------------------------------------------------------------------------------- value
+    def value(self, ingested: Ingested, embedded: Embedded) -> Valued | None:
+        """Data values of every pool row against the held-out set (None without ``value:``)."""
+        r = self.recipe
+        if r.value is None:
+            return None
+        sections = {"value": {k: v for k, v in _dump(r.value).items() if k != "validation"}, "seed": r.seed}
+
+        def produce(out: Path) -> dict[str, Any]:
+            from curation.value.pool import value_pool
+
+            pool = self.pool(ingested, embedded)
+            with progress(0, f"valuing {len(pool)} items ({r.value.method})", unit="tasks done") as bar:
+                res = value_pool(pool, r.value, rng=stage_rng(r.seed, "value"), map_fn=_with_progress(self.map_fn, bar),
+                                 n_jobs=self.n_jobs() if callable(self.n_jobs) else self.n_jobs)
+            np.save(out / "values.npy", np.stack([res.values, res.stderr]))
+            return {"method": res.method, **_json_facts(res.info)}
+
+        return self._run("value", Valued, sections, {"ingest": ingested, "embed": embedded}, produce)
+
+    # -------------------------------------------------------------------------------- select
+    def pool(self, ingested: Ingested, embedded: Embedded, clustered: Clustered | None = None,
+             valued: Valued | None = None) -> Pool:
+        """The selectors' view of the pool: vectors, groups, labels, clusters, values, held-out set."""
+        items, held = ingested.items(), ingested.reference()
+        reference = None
+        if held is not None:
+            reference = pipeline.make_reference(held, embedded.reference_vectors(), self.recipe.holdout,
+                                                pipeline.pool_group_names(items))
+        return pipeline.make_pool(items, embedded.vectors(), None if clustered is None else clustered.labels(),
+                                  reference=reference, values=None if valued is None else valued.values()[0])
+
+    def select(self, ingested: Ingested, embedded: Embedded, clustered: Clustered,
+               valued: Valued | None = None) -> Selected:
+        """Run the recipe's selector; write the rows to publish and the per-candidate report."""
+        r = self.recipe
+        sections = {"select": _dump(r.select), "groups": r.groups, "seed": r.seed}
+        inputs = {"ingest": ingested, "embed": embedded, "cluster": clustered, **({"value": valued} if valued else {})}
+
+        def produce(out: Path) -> dict[str, Any]:
+            pool = self.pool(ingested, embedded, clustered, valued)
+            selection = pipeline.select(pool, r, stage_rng(r.seed, "select"))
+            data, report = pipeline.assemble(ingested.items(), ingested.skipped(), pool, selection, r.groups,
+                                             reference=ingested.reference(),
+                                             value_stderr=None if valued is None else valued.values()[1])
+            data.write_parquet(out / "data.parquet")
+            report.write_parquet(out / "report.parquet")
+            return {"info": selection.info}
+
+        return self._run("select", Selected, sections, inputs, produce)
+
+    # ------------------------------------------------------------------------------- publish
+    def publish(self, selected: Selected) -> Version:
+        """Write a new version of the dataset (atomically) with its manifest; returns it."""
+        r = self.recipe
+        data, report = selected.data(), selected.report()
+        ingested, embedded, clustered = self.runs["ingest"], self.runs["embed"], self.runs["cluster"]
+        is_ref = report["reason"].str.starts_with(REFERENCE_REASON)
+        manifest: dict[str, Any] = {
+            "name": r.name,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "recipe": json.loads(r.canonical_json()),
+            "recipe_sha256": r.sha256(),
+            "seed": r.seed,
+            "code_version": code_version(),
+            "inputs": ingested.facts["inputs"],
+            "embedding": {k: v for k, v in embedded.facts.items()},
+            "clustering": dict(clustered.facts),
+            "timings": {name: out.seconds for name, out in self.runs.items()},
+            # which stage outputs this version was made from, and which were reused from earlier builds
+            "stages": {name: {"key": out.key, "reused": out.reused, "seconds": out.seconds}
+                       for name, out in self.runs.items()},
+            "counts": {"candidates": report.height, "pool": int(report["cluster"].is_not_null().sum()),
+                       "selected": data.height, "reference": int(is_ref.sum()),
+                       "skipped": int((report["cluster"].is_null() & ~is_ref).sum())},
+            "selection": selected.facts["info"],
+            "summary": summarize(report, budget=r.select.budget, k=clustered.facts["k"],
+                                 silhouette=clustered.facts.get("silhouette")),
+        }
+        if "value" in self.runs:
+            manifest["valuation"] = dict(self.runs["value"].facts)
+        path = publish_version(Path(r.output.root) / r.name, data, report, manifest,
+                               rows_per_shard=r.output.rows_per_shard)
+        return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+
+    def collect_garbage(self) -> list[Path]:
+        """Age/size garbage collection of the stage store, keeping this build's entries."""
+        out = self.recipe.output
+        return self.store.collect(max_age_days=out.stages_max_age_days, max_bytes=int(out.stages_max_gb * 2**30),
+                                  keep=[o.dir for o in self.runs.values()])
+
+    def run(self) -> Version:
+        """Every stage in order, then publish; the store is garbage-collected afterwards."""
+        try:
+            ingested = self.ingest()
+            embedded = self.embed(ingested)
+            clustered = self.cluster(embedded)
+            valued = self.value(ingested, embedded)
+            selected = self.select(ingested, embedded, clustered, valued)
+            return self.publish(selected)
+        finally:
+            self.collect_garbage()
+
+
+def _with_progress(map_fn: MapFn, bar: Callable[[int], None]) -> MapFn:
+    """``map_fn`` reporting finished pieces to ``bar``: through its ``on_done`` if it takes one."""
+    if "on_done" in inspect.signature(map_fn).parameters:
+        return lambda func, args: map_fn(func, args, on_done=bar)
+
+    def counted(func, args):
+        out = map_fn(func, args)
+        bar(len(args))
+        return out
+    return counted
+
+
+def build(recipe: Recipe | Mapping[str, Any] | str | Path, *, overrides: list[str] | tuple[str, ...] = (),
+          map_chunks: MapChunks | None = None, map_fn: MapFn | None = None, n_jobs: int = 1) -> Version:
+    """Build and publish one version of ``recipe`` in this process; returns the version.
+
+    ``recipe`` is a :class:`~curation.recipe.Recipe`, a mapping of the same shape (e.g. parsed
+    JSON) or the path of a YAML file; ``overrides`` are ``a.b=value`` strings as with ``--set``.
+    Stages found in the stage store are reused (``manifest["stages"]`` says which).
+
+    Raises:
+        RecipeError: the recipe is invalid (nothing is read).
+        DataError, FileNotFoundError: bad or missing input (nothing is published).
+    """
+    r = as_recipe(recipe, overrides)
+    preflight(r)
+    return Builder(r, map_chunks=map_chunks, map_fn=map_fn, n_jobs=n_jobs).run()
