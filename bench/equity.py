@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curation.embed import TabularEncoder  # noqa: E402
-from curation.select.equity import GroupAdaptiveSelector  # noqa: E402
+from curation.select.group_adaptive import GroupAdaptiveSelector  # noqa: E402
 from curation.types import Pool, Reference  # noqa: E402
 
 ALLOCATIONS = ("equal", "proportional", "adaptive", "oracle")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from curation.allocation import allocate
 from curation.exceptions import DataError
-from curation.select.allocation import allocate
 
 
 def split_fraction(items: pl.DataFrame, fraction: float, *, rng: np.random.Generator,

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from curation.exceptions import DataError
+
 
 @dataclass(frozen=True, slots=True)
 class Reference:
@@ -99,6 +101,32 @@ class Pool:
     def group_sizes(self) -> np.ndarray:
         """Rows per group code, shape (len(group_names),)."""
         return np.bincount(self.groups, minlength=len(self.group_names))
+
+    def require_values(self, who: str) -> np.ndarray:
+        """The data values as float64, or a DataError saying how to add the ``value:`` stage."""
+        if self.values is None:
+            raise DataError(f"{who} needs data values: add a `value:` section to the recipe, e.g. "
+                            "`value: {method: knn-shapley, k: 5, validation: {fraction: 0.2}}`")
+        return np.asarray(self.values, dtype=np.float64)
+
+    def require_reference(self, who: str) -> Reference:
+        """The labelled reference set, or a DataError saying how to give one."""
+        if self.reference is None or len(self.reference) == 0:
+            raise DataError(f"{who} judges items against a reference set: add "
+                            "`reference: {fraction: 0.1}` (a held-out share of the pool) or "
+                            "`reference: {path: ref.parquet}` to the recipe")
+        if self.labels is None or self.reference.labels is None:
+            raise DataError(f"{who} needs labels on the pool and the reference rows: "
+                            "set sources[].label in the recipe")
+        return self.reference
+
+    def encode_labels(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(pool codes, reference codes, number of classes): integer labels over the union of
+        the pool's and the reference's labels (compared as strings)."""
+        a = np.asarray(self.labels).astype(str)
+        b = np.asarray(self.reference.labels).astype(str)
+        _, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
+        return codes[: len(a)], codes[len(a):], int(codes.max()) + 1
 
 
 @dataclass(frozen=True, slots=True)

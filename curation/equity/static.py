@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
+from curation.allocation import allocate
 from curation.equity.curves import PowerLaw
 from curation.exceptions import InvalidParameterError
 
@@ -513,7 +514,7 @@ def _water(d: np.ndarray, kappa: np.ndarray, budget: float, cap: np.ndarray) -> 
 def _fill(direction: np.ndarray, kappa: np.ndarray, budget: float, cap: np.ndarray) -> np.ndarray:
     """Integer ``n ≈ s · direction`` (capped) with the largest ``s`` the budget allows.
 
-    Equal costs: this is an item-count problem and :func:`curation.select.allocation.allocate`
+    Equal costs: this is an item-count problem and :func:`curation.allocation.allocate`
     (largest remainders, capacity redistribution) solves it exactly. Unequal costs: water-fill
     ``Σ κ_g min(cap_g, s d_g) = B`` for ``s`` (capped groups drop out and the others share the
     rest in proportion to ``d``), floor, then spend the leftover one sample at a time on the
@@ -521,10 +522,6 @@ def _fill(direction: np.ndarray, kappa: np.ndarray, budget: float, cap: np.ndarr
     only take what the others cannot.
     """
     if np.allclose(kappa, kappa[0], rtol=1e-12, atol=0):
-        # imported here: curation.select imports curation.equity (its group-adaptive selector),
-        # so a module-level import would be circular
-        from curation.select.allocation import allocate
-
         total = int(math.floor(budget / kappa[0] + _EPS))
         caps = np.where(np.isfinite(cap), cap, total).astype(np.int64)
         return allocate(direction, total, caps)

@@ -11,30 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from curation.exceptions import DataError, InvalidParameterError
+from curation.exceptions import InvalidParameterError
 from curation.proxy import SoftmaxRegression
 from curation.score.base import QualityScorer
-from curation.types import Pool, Reference
-
-
-def require_reference(pool: Pool, scorer: str) -> Reference:
-    """The pool's reference set, or a DataError that says how to give one."""
-    if pool.reference is None or len(pool.reference) == 0:
-        raise DataError(f"quality scorer {scorer!r} judges items against a reference set: add "
-                        "`reference: {fraction: 0.1}` (a held-out share of the pool) or "
-                        "`reference: {path: ref.parquet}` to the recipe")
-    if pool.labels is None or pool.reference.labels is None:
-        raise DataError(f"quality scorer {scorer!r} needs labels on the pool and the reference rows: "
-                        "set sources[].label in the recipe")
-    return pool.reference
-
-
-def encode_labels(pool: Pool, reference: Reference) -> tuple[np.ndarray, np.ndarray, int]:
-    """Integer codes for pool and reference labels over their union (as strings)."""
-    a = np.asarray(pool.labels).astype(str)
-    b = np.asarray(reference.labels).astype(str)
-    _, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
-    return codes[: len(a)], codes[len(a):], int(codes.max()) + 1
+from curation.types import Pool
 
 
 class InfluenceScorer(QualityScorer, name="influence"):
@@ -71,8 +51,8 @@ class InfluenceScorer(QualityScorer, name="influence"):
     def _prepare(self, pool: Pool) -> None:
         if self._pool is pool:
             return
-        ref = require_reference(pool, "influence")
-        y_pool, y_ref, C = encode_labels(pool, ref)
+        ref = pool.require_reference("quality scorer 'influence'")
+        y_pool, y_ref, C = pool.encode_labels()
         rng = np.random.default_rng(self.seed)
         train = np.sort(rng.permutation(len(pool))[: self.fit_rows])
         model = SoftmaxRegression(self.l2, tol=self.tol).fit(pool.embeddings[train], y_pool[train], C)
@@ -126,8 +106,8 @@ class KnnShapleyScorer(QualityScorer, name="knn-shapley"):
             return
         from curation.value import knn_shapley
 
-        ref = require_reference(pool, "knn-shapley")
-        y_pool, y_ref, _ = encode_labels(pool, ref)
+        ref = pool.require_reference("quality scorer 'knn-shapley'")
+        y_pool, y_ref, _ = pool.encode_labels()
         self._values = knn_shapley(pool.embeddings, y_pool, ref.embeddings, y_ref, self.k, epsilon=self.epsilon)
         self._pool = pool
         self._facts = {"reference_rows": len(ref), "k": self.k, "epsilon": self.epsilon,
@@ -155,6 +135,4 @@ class ValueScorer(QualityScorer, name="value"):
     """
 
     def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray:
-        from curation.select.value import require_values
-
-        return require_values(pool, "quality scorer 'value'")[indices]
+        return pool.require_values("quality scorer 'value'")[indices]

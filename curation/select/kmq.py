@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from curation.allocation import allocate, largest_remainder
 from curation.exceptions import DataError
 from curation.score import build_scorer
-from curation.select.allocation import allocate, largest_remainder
 from curation.select.base import Selector
 from curation.select.feedback import build_feedback
 from curation.types import Pool, Selection

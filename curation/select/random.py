@@ -10,7 +10,7 @@ without replacement:
 
 Every group first gets ``min(min_per_group, |g|)``. Fractions are rounded with largest
 remainders so the quotas sum exactly to the budget; a group smaller than its quota gives all
-it has and the shortfall is redistributed to the others (see :mod:`curation.select.allocation`).
+it has and the shortfall is redistributed to the others (see :mod:`curation.allocation`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from curation.allocation import allocate
 from curation.exceptions import InvalidParameterError
-from curation.select.allocation import allocate
 from curation.select.base import Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf

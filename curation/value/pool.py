@@ -23,7 +23,6 @@ import numpy as np
 
 from curation.exceptions import DataError
 from curation.recipe import ValueConfig
-from curation.score.reference import encode_labels, require_reference
 from curation.types import Pool
 from curation.value.gshapley import g_shapley
 from curation.value.knn_shapley import knn_shapley
@@ -47,8 +46,8 @@ def value_pool(pool: Pool, config: ValueConfig, *, rng: np.random.Generator, map
         DataError: no held-out set or labels, or a model-based method on a pool above ``max_items``.
     """
     map_fn = map_fn or serial_map
-    ref = require_reference(pool, f"value.method={config.method}")
-    y, y_val, _ = encode_labels(pool, ref)
+    ref = pool.require_reference(f"value.method={config.method!r}")
+    y, y_val, _ = pool.encode_labels()
     t0 = time.perf_counter()
     if config.method == "knn-shapley":
         # one shard of held-out rows per worker: each task carries the pool's vectors once

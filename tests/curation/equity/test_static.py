@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from curation.allocation import allocate
 from curation.equity import (
     PowerLaw,
     equal_allocation,
@@ -19,7 +20,6 @@ from curation.equity import (
     worst_group,
 )
 from curation.exceptions import InvalidParameterError
-from curation.select.allocation import allocate
 
 TWO = [PowerLaw(1.0, 0.5, 0.0), PowerLaw(4.0, 0.5, 0.0)]
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curation.allocation import allocate, largest_remainder
 from curation.exceptions import InvalidParameterError
-from curation.select.allocation import allocate, largest_remainder
 
 
 def test_largest_remainder_known_answers():

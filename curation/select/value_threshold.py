@@ -17,17 +17,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from curation.exceptions import DataError
 from curation.select.base import Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options
-
-
-def require_values(pool: Pool, who: str) -> np.ndarray:
-    if pool.values is None:
-        raise DataError(f"{who} needs data values: add a `value:` section to the recipe, e.g. "
-                        "`value: {method: knn-shapley, k: 5, validation: {fraction: 0.2}}`")
-    return np.asarray(pool.values, dtype=np.float64)
 
 
 class ValueThresholdSelector(Selector, name="value-threshold"):
@@ -52,7 +44,7 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         self.drop_fraction = drop_fraction
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
-        v = require_values(pool, "select.method='value-threshold'")
+        v = pool.require_values("select.method='value-threshold'")
         n = len(pool)
         order = np.lexsort((rng.random(n), -v))           # by value, descending; ties at random
         rank = np.empty(n, np.int64)
