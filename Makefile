@@ -35,6 +35,7 @@ demo: setup data
 
 test: setup data
 	$(VPY) -m ruff check curation connectors flows tests infra
+	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest
 
 bench: setup data

@@ -19,16 +19,13 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from curation.registry import Registered, Registry
 
-class Connector(ABC):
+
+class Connector(Registered, ABC):
     """Reads one recipe source. Subclasses implement ``units`` and ``_read_unit``."""
 
-    registry: ClassVar[dict[str, type[Connector]]] = {}
-
-    def __init_subclass__(cls, *, name: str | None = None, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if name is not None:
-            Connector.registry[name] = cls
+    registry: ClassVar[Registry] = Registry("connector kind", "curation.connectors", builtins="connectors")
 
     def __init__(self, source: Any) -> None:
         self.source = source  # a curation.recipe.SourceConfig (or anything with the same fields)

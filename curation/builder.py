@@ -197,10 +197,7 @@ def reference_source(recipe: Recipe) -> SourceConfig:
 def _connector(src: SourceConfig):
     from connectors import load_connector
 
-    try:
-        return load_connector(src.kind)(src)
-    except KeyError as exc:
-        raise FileNotFoundError(f"sources[{src.name}].kind: {exc.args[0]}") from None
+    return load_connector(src.kind, field=f"sources[{src.name}].kind")(src)
 
 
 def preflight(recipe: Recipe) -> None:

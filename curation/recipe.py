@@ -19,13 +19,23 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from curation.exceptions import CurationError, RecipeError
 
@@ -94,28 +104,29 @@ class ClusterConfig(_Strict):
         return v
 
 
-class SelectConfig(BaseModel):
-    """``method`` and ``budget``; every other key is the selector's own setting."""
+def _select_section(value: Any) -> Any:
+    from curation.select.base import validate_select_section
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    try:
+        return validate_select_section(value)
+    except ValidationError as exc:
+        raise ValueError(_errors_in_one_line(exc)) from None
 
-    method: str
-    budget: int
 
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
+class _SelectSchema:
+    """The ``select`` section's JSON Schema: one alternative per known selector (made on demand,
+    so selectors from plugins are in it)."""
 
-    @model_validator(mode="after")
-    def _selector_accepts(self) -> SelectConfig:
-        from curation.select import build_selector
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _core_schema: Any, _handler: Any) -> dict[str, Any]:
+        from curation.select.base import select_section_schema
 
-        if self.budget <= 0:
-            raise ValueError(f"budget must be > 0; got {self.budget}")
-        try:
-            build_selector(self.method, **self.params())
-        except CurationError as exc:
-            raise ValueError(str(exc)) from None
-        return self
+        return select_section_schema()
+
+
+#: The ``select`` section: typed per method (``method`` picks the selector's parameter model,
+#: :meth:`curation.select.base.Selector.params_model`); unknown methods and keys fail with one line.
+SelectConfig = Annotated[Any, PlainValidator(_select_section), _SelectSchema]
 
 
 class HoldoutConfig(_Strict):
@@ -141,31 +152,83 @@ class HoldoutConfig(_Strict):
         return self
 
 
-VALUE_METHODS = ("knn-shapley", "tmc-shapley", "g-shapley", "loo", "beta-shapley", "banzhaf")
+def _errors_in_one_line(exc: ValidationError) -> str:
+    """A nested section's validation errors as one message (``key: problem; key: problem``)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key for this method"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
 
 
-class ValueConfig(_Strict):
-    """Data valuation of every pool item against a held-out validation set (ALGORITHMS.md §4).
+@functools.cache
+def _value_section_model(method_cls: type) -> type[BaseModel]:
+    """The method's settings plus ``validation`` (the held-out set valuation is measured on)."""
+    return create_model(f"{method_cls.__name__}Section", __base__=method_cls, __doc__=method_cls.__doc__,
+                        validation=(HoldoutConfig | None, Field(default=None, description=(
+                            "the held-out labelled rows values are measured on (default: the recipe's `reference`)"))))
 
-    ``knn-shapley`` scales to millions of items (``epsilon`` for the truncated version); the
-    model-based methods (``tmc-shapley``, ``g-shapley``, ``loo``, ``beta-shapley``,
-    ``banzhaf``) train a logistic regression per evaluated subset and are refused above
-    ``max_items`` pool rows. Keys that do not apply to the chosen method are ignored.
-    """
 
-    method: Literal["knn-shapley", "tmc-shapley", "g-shapley", "loo", "beta-shapley", "banzhaf"] = "knn-shapley"
-    validation: HoldoutConfig | None = None  # default: the recipe's `reference`
-    k: int = Field(default=5, gt=0, description="knn-shapley: neighbours")
-    epsilon: float | None = Field(default=None, gt=0, le=1, description="knn-shapley: truncation (null = exact)")
-    max_permutations: int = Field(default=500, gt=0, description="tmc-shapley, g-shapley")
-    samples: int = Field(default=2000, gt=0, description="beta-shapley, banzhaf: utility samples")
-    truncation_rtol: float = Field(default=0.01, ge=0)
-    truncation_patience: int = Field(default=5, ge=0)
-    conv_rtol: float = Field(default=0.05, ge=0)
-    alpha: float = Field(default=16.0, gt=0, description="beta-shapley")
-    beta: float = Field(default=1.0, gt=0, description="beta-shapley")
-    players: Literal["items", "groups"] = "items"
-    max_items: int = Field(default=5000, gt=0, description="model-based methods: largest pool they accept")
+def _value_section(value: Any) -> Any:
+    from curation.value.pool import ValueMethod
+
+    if isinstance(value, ValueMethod):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError("value is a mapping, e.g. {method: knn-shapley, k: 5, validation: {fraction: 0.2}}")
+    name = value.get("method", "knn-shapley")
+    try:
+        cls = ValueMethod.registry.get(name, field="value.method")
+        model = _value_section_model(cls)
+        unknown = sorted(set(value) - set(model.model_fields))
+        if unknown:
+            accepted = [k for k in model.model_fields if k != "method"]
+            raise ValueError(f"value.{unknown[0]} is not a setting of method {name!r}. "
+                             f"Accepted keys beside method: {', '.join(accepted)}.")
+        return model.model_validate({**value, "method": name})
+    except CurationError as exc:
+        raise ValueError(str(exc)) from None
+    except ValidationError as exc:
+        raise ValueError(_errors_in_one_line(exc)) from None
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local ``#/$defs/...`` references replaced by their definitions (a
+    section's schema is embedded in the recipe's, where its own ``$defs`` would not resolve)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+class _ValueSchema:
+    """The ``value`` section's JSON Schema: one alternative per known valuation method."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, _core_schema: Any, _handler: Any) -> dict[str, Any]:
+        from curation.value.pool import ValueMethod
+
+        alternatives = [_inline_refs(_value_section_model(ValueMethod.registry.get(n, field="value.method"))
+                                     .model_json_schema()) for n in ValueMethod.registry.names()]
+        return {"description": "Data valuation of every pool item against a held-out set; `method` picks the "
+                               "alternative (default knn-shapley). See docs/methods/valuation.md.",
+                "oneOf": alternatives}
+
+
+#: The ``value`` section: typed per method (:class:`curation.value.pool.ValueMethod`), plus ``validation``.
+ValueConfig = Annotated[Any, PlainValidator(_value_section), _ValueSchema]
 
 
 class OutputConfig(_Strict):
@@ -309,3 +372,12 @@ def load_recipe(source: str | Path | dict[str, Any], overrides: list[str] = ()) 
         return Recipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(format_validation_error(exc, data)) from None
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe's JSON Schema (every key, its default and its doc; ``select`` and ``value``
+    one alternative per method): what ``curate schema`` prints, for editors to complete and
+    check recipes."""
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -87,7 +87,8 @@ class TypeOf(Constraint):
         return (value is None and self.allow_none) or isinstance(value, self.types)
 
     def __str__(self) -> str:
-        names = " or ".join(t.__name__ for t in self.types)
+        types = self.types if isinstance(self.types, tuple) else (self.types,)
+        names = " or ".join(t.__name__ for t in types)
         return f"an instance of {names}" + (" or None" if self.allow_none else "")
 
 

@@ -27,15 +27,12 @@ def make_text_embedder(model: str, **kwargs) -> Embedder:
     * ``static-minilm`` / ``static-minilm:<dims>``: token vectors distilled from the packaged
       MiniLM on first use (:class:`StaticEmbedder`); takes ``batch_size``, ``normalize``,
       ``max_seq_length`` and ``cache_dir`` (where distilled models are kept).
-    * anything else: a sentence-transformers model (packaged name or local directory).
+    * ``sentence-transformers:<name>`` or anything else: a sentence-transformers model (packaged
+      name or local directory).
+    * ``<family>:<argument>`` of an installed embedder plugin (entry-point group ``curation.embedders``).
     """
-    if model.startswith("hashing"):
-        dim = int(model.split(":", 1)[1]) if ":" in model else 64
-        return HashingEmbedder(dim=dim)
-    if model.split(":", 1)[0].lower() == "static-minilm":
-        if ":" in model:
-            kwargs["pca_dims"] = int(model.split(":", 1)[1])
-        kwargs = {k: v for k, v in kwargs.items() if v is not None or k == "max_seq_length"}
-        return StaticEmbedder(**kwargs)
-    kwargs.pop("cache_dir", None)
-    return SentenceTransformerEmbedder(model, **kwargs)
+    family, _, argument = model.partition(":")
+    family = family.lower()
+    if family not in Embedder.registry:  # a model name or directory: sentence-transformers loads it
+        family, argument = "sentence-transformers", ""
+    return Embedder.registry.get(family, field="embed.model").from_model(model, argument or None, **kwargs)

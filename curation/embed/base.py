@@ -10,12 +10,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
+from curation.registry import Registered, Registry
 
-class Embedder(ABC):
-    """Turns a batch of texts into row-aligned float32 vectors."""
+
+class Embedder(Registered, ABC):
+    """Turns a batch of texts into row-aligned float32 vectors.
+
+    Text embedders are registered by family name (``hashing``, ``static-minilm``,
+    ``sentence-transformers``); ``embed.model`` is ``family`` or ``family:argument``, and any
+    other value is a sentence-transformers model (see :func:`curation.embed.make_text_embedder`).
+    """
+
+    registry: ClassVar[Registry] = Registry("embedder", "curation.embedders", builtins="curation.embed")
+
+    @classmethod
+    def from_model(cls, model: str, argument: str | None, **settings: Any) -> Embedder:
+        """The embedder for ``embed.model`` (``argument`` is what follows ``family:``, if anything)."""
+        raise NotImplementedError
 
     @property
     @abstractmethod

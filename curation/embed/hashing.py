@@ -15,12 +15,16 @@ import numpy as np
 from curation.embed.base import Embedder
 
 
-class HashingEmbedder(Embedder):
+class HashingEmbedder(Embedder, name="hashing"):
     """Character-trigram hashing into ``dim`` buckets (no model, no download).
 
     >>> HashingEmbedder(dim=8).embed(["abc", "abc"]).tolist()[0] == HashingEmbedder(dim=8).embed(["abc"]).tolist()[0]
     True
     """
+
+    @classmethod
+    def from_model(cls, model: str, argument: str | None, **settings) -> HashingEmbedder:
+        return cls(dim=int(argument) if argument else 64)  # the text settings do not apply
 
     def __init__(self, dim: int = 64) -> None:
         self.dim = dim

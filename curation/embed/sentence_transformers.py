@@ -61,7 +61,7 @@ def _load_model(path: str, device: str, max_seq_length: int | None):
     return model
 
 
-class SentenceTransformerEmbedder(Embedder):
+class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
     """sentence-transformers model, loaded once per process.
 
     Args:
@@ -75,6 +75,12 @@ class SentenceTransformerEmbedder(Embedder):
     >>> emb.embed(["hello world"]).shape                         # doctest: +SKIP
     (1, 384)
     """
+
+    @classmethod
+    def from_model(cls, model: str, argument: str | None, **settings) -> SentenceTransformerEmbedder:
+        settings.pop("cache_dir", None)  # distilled-model storage: not a sentence-transformers setting
+        # "sentence-transformers:<name>" names the model explicitly; any other value is the model itself
+        return cls(argument if model.startswith("sentence-transformers:") else model, **settings)
 
     def __init__(
         self,

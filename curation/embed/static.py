@@ -333,7 +333,7 @@ def _load_model(model_dir: str, max_seq_length: int | None, device: str):
                                    base=read_info(model_dir)["settings"]["base"])
 
 
-class StaticEmbedder(Embedder):
+class StaticEmbedder(Embedder, name="static-minilm"):
     """Mean of distilled MiniLM token vectors (``embed.model: static-minilm``).
 
     Args:
@@ -356,6 +356,12 @@ class StaticEmbedder(Embedder):
     >>> emb.embed(["hello world"]).shape                    # doctest: +SKIP
     (1, 256)
     """
+
+    @classmethod
+    def from_model(cls, model: str, argument: str | None, **settings) -> StaticEmbedder:
+        if argument:
+            settings["pca_dims"] = int(argument)
+        return cls(**{k: v for k, v in settings.items() if v is not None or k == "max_seq_length"})
 
     def __init__(
         self,

@@ -7,25 +7,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from curation.exceptions import InvalidParameterError
+from curation.registry import Registered, Registry
 from curation.types import Pool
 
 
-class QualityScorer(ABC):
+class QualityScorer(Registered, ABC):
     """Scores pool rows; higher = better. Subclasses implement ``_score``.
 
     ``calls`` counts the items scored so far (selectors report it: scoring can be the
     expensive part, and some methods exist to score few items).
     """
 
-    registry: ClassVar[dict[str, type[QualityScorer]]] = {}
-    name: ClassVar[str] = ""
-
-    def __init_subclass__(cls, *, name: str | None = None, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if name is not None:
-            cls.name = name
-            QualityScorer.registry[name] = cls
+    registry: ClassVar[Registry] = Registry("quality scorer", "curation.scorers", builtins="curation.score",
+                                            python_specs=True)
 
     def __init__(self) -> None:
         self.calls = 0
@@ -58,30 +52,6 @@ def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualitySc
     Raises:
         InvalidParameterError: an unknown name (the message lists the known ones) or bad options.
     """
-    import curation.score.builtin  # noqa: F401  (registers the built-ins)
-    import curation.score.reference  # noqa: F401
-
     if isinstance(spec, QualityScorer):
         return spec
-    if spec is None:
-        spec = "constant"
-    if isinstance(spec, str):
-        if spec.startswith("python:"):
-            spec = {"python": spec.removeprefix("python:")}
-        else:
-            spec = {"name": spec}
-    if not isinstance(spec, dict):
-        raise InvalidParameterError(f"a quality scorer is a name or a mapping; got {spec!r}")
-    opts = dict(spec)
-    if "python" in opts:
-        from curation.score.builtin import PythonScorer
-
-        return PythonScorer(opts.pop("python"), **opts)
-    name = opts.pop("name", None)
-    if name not in QualityScorer.registry:
-        known = ", ".join(sorted(set(QualityScorer.registry) - {"python"}) + ["python:module:function"])
-        raise InvalidParameterError(f"Unknown quality scorer {name!r}. Known scorers: {known}.")
-    try:
-        return QualityScorer.registry[name](**opts)
-    except TypeError as exc:
-        raise InvalidParameterError(f"quality scorer {name!r}: {exc}") from None
+    return QualityScorer.registry.build("constant" if spec is None else spec, field="quality scorer")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import numpy as np
 
 from curation.exceptions import DataError, InvalidParameterError
+from curation.registry import load_python_spec
 from curation.score.base import QualityScorer
 from curation.types import Pool
 
@@ -84,13 +84,7 @@ class PythonScorer(QualityScorer, name="python"):
 
     def _resolve(self) -> Callable:
         if self._fn is None:
-            module, _, attr = self.target.partition(":")
-            if not module or not attr:
-                raise InvalidParameterError(f"python scorer {self.target!r} must look like 'package.module:function'")
-            try:
-                self._fn = getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as exc:
-                raise InvalidParameterError(f"python scorer {self.target!r} cannot be loaded: {exc}") from None
+            self._fn = load_python_spec(self.target, field="python scorer")
         return self._fn
 
     def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray:

@@ -15,31 +15,28 @@ arrive as keyword arguments of ``__init__``.
 from __future__ import annotations
 
 import inspect
+import re
+import typing
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, create_model, model_validator
 
-from curation.exceptions import InvalidParameterError
+from curation.exceptions import CurationError, InvalidParameterError
+from curation.registry import Registered, Registry
 from curation.types import Pool, Selection
 from curation.validation import check_budget, validate_params
 
 
-class Selector(ABC):
+class Selector(Registered, ABC):
     """Chooses ``budget`` rows of a Pool. Subclasses implement ``_select`` only."""
 
-    registry: ClassVar[dict[str, type[Selector]]] = {}
-    name: ClassVar[str] = ""
+    registry: ClassVar[Registry] = Registry("selector", "curation.selectors", builtins="curation.select")
     _constraints: ClassVar[dict[str, Any]] = {}
     # False for methods that may stop short of the budget rather than pad with items they judged
     # bad (Quad when no chunk passes its threshold); they still never exceed it.
     exact_budget: ClassVar[bool] = True
-
-    def __init_subclass__(cls, *, name: str | None = None, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if name is not None:
-            cls.name = name
-            Selector.registry[name] = cls
 
     def validate(self) -> None:
         """Check the hyperparameters (raises InvalidParameterError naming the bad one)."""
@@ -66,6 +63,127 @@ class Selector(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({args})"
 
+    @classmethod
+    def params_model(cls) -> type[SelectParams]:
+        """The typed recipe ``select`` section of this method (a pydantic model, made once).
+
+        Its fields are ``method``, ``budget`` and the keyword-only arguments of ``__init__``
+        with their defaults, the types of their annotations (for the JSON Schema) and the docs
+        of the class docstring's ``Args:``. Validation goes through the one path every selector
+        uses: constructing it and checking ``_constraints`` (so messages are the selectors').
+        """
+        if "_params_model" not in cls.__dict__:
+            cls._params_model = _make_params_model(cls)
+        return cls._params_model
+
+
+class SelectParams(BaseModel):
+    """A recipe ``select`` section: ``method``, ``budget`` and the method's own settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str
+    budget: int
+
+    def params(self) -> dict[str, Any]:
+        """The method's own settings (everything but ``method`` and ``budget``)."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k not in ("method", "budget")}
+
+
+def _arg_docs(cls: type) -> dict[str, str]:
+    """``name: text`` entries of the ``Args:`` section of the class (or ``__init__``) docstring."""
+    docs: dict[str, str] = {}
+    for doc in (inspect.getdoc(cls) or "", inspect.getdoc(cls.__init__) or ""):
+        lines = doc.splitlines()
+        if "Args:" not in [ln.strip() for ln in lines]:
+            continue
+        start = [ln.strip() for ln in lines].index("Args:") + 1
+        current = None
+        for ln in lines[start:]:
+            if ln and not ln.startswith(" "):  # the next section
+                break
+            m = re.match(r"^ {4}([A-Za-z_][A-Za-z0-9_, ]*):\s*(.*)$", ln)
+            if m:
+                names, text = m.group(1), m.group(2)
+                current = [n.strip() for n in names.split(",")]
+                for n in current:
+                    docs[n] = text
+            elif current and ln.strip():
+                for n in current:
+                    docs[n] += " " + ln.strip()
+    return docs
+
+
+def _json_type(hint: Any) -> dict[str, Any]:
+    try:
+        return TypeAdapter(hint).json_schema()
+    except Exception:  # a type pydantic cannot describe (e.g. a scorer object): leave it open
+        return {}
+
+
+def _make_params_model(cls: type[Selector]) -> type[SelectParams]:
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:
+        hints = {}
+    docs = _arg_docs(cls)
+    fields: dict[str, Any] = {
+        "method": (Literal[cls.name], Field(description=(inspect.getdoc(cls) or "").split("\n")[0])),
+        "budget": (int, Field(gt=0, description="how many items to select")),
+    }
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name == "self" or p.kind != p.KEYWORD_ONLY:
+            continue
+        constraint = cls._constraints.get(p.name)
+        doc = docs.get(p.name, "")
+        if constraint is not None:
+            doc = f"{doc} ({constraint})" if doc else str(constraint)
+        # validation is the selector's own (below); the annotation only describes the key
+        ann = Annotated[Any, WithJsonSchema(_json_type(hints.get(p.name, Any)))]
+        default = None if p.default is p.empty else p.default
+        fields[p.name] = (ann, Field(default=default, description=doc or None))
+
+    def _selector_accepts(self):
+        try:
+            build_selector(self.method, **self.params())
+        except CurationError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    return create_model(f"{cls.__name__}Params", __base__=SelectParams, __doc__=inspect.getdoc(cls),
+                        __validators__={"_selector_accepts": model_validator(mode="after")(_selector_accepts)},
+                        **fields)
+
+
+def select_section_schema() -> dict[str, Any]:
+    """JSON Schema of the recipe's ``select`` section: one alternative per known selector."""
+    alternatives = [Selector.registry.get(name, field="select.method").params_model().model_json_schema()
+                    for name in Selector.registry.names()]
+    return {"description": "The selection method and its settings; `method` picks the alternative.",
+            "oneOf": alternatives, "discriminator": {"propertyName": "method"}}
+
+
+def validate_select_section(value: Any) -> SelectParams:
+    """A typed ``select`` section from a mapping; an unknown method lists the known ones."""
+    if isinstance(value, SelectParams):
+        return value
+    if not isinstance(value, dict) or "method" not in value:
+        raise ValueError("select needs `method` and `budget`, e.g. {method: stratified, budget: 1000}")
+    try:
+        cls = Selector.registry.get(value["method"], field="select.method")
+    except CurationError as exc:
+        raise ValueError(str(exc)) from None
+    model = cls.params_model()
+    accepted = [k for k in model.model_fields if k not in ("method", "budget")]
+    unknown = sorted(set(value) - set(model.model_fields))
+    if unknown:
+        raise ValueError(f"select.{unknown[0]} is not a setting of method {cls.name!r}. "
+                         f"Accepted keys beside method and budget: {', '.join(accepted) or '(none)'}.")
+    budget = value.get("budget")
+    if isinstance(budget, int) and not isinstance(budget, bool) and budget <= 0:
+        raise ValueError(f"budget must be > 0; got {budget}")
+    return model.model_validate(value)
+
 
 def _init_params(cls: type) -> list[str]:
     sig = inspect.signature(cls.__init__)
@@ -79,12 +197,7 @@ def build_selector(method: str, **params: Any) -> Selector:
         InvalidParameterError: unknown method (lists the known ones), unknown keys (lists the
             accepted ones) or out-of-range values.
     """
-    import curation.select  # noqa: F401  (registers the built-in selectors)
-
-    if method not in Selector.registry:
-        known = ", ".join(sorted(Selector.registry))
-        raise InvalidParameterError(f"Unknown selector method {method!r}. Known methods: {known}.")
-    cls = Selector.registry[method]
+    cls = Selector.registry.get(method, field="select.method")
     accepted = _init_params(cls)
     unknown = sorted(set(params) - set(accepted))
     if unknown:

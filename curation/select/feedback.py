@@ -13,7 +13,6 @@ for labelled data, and a hook for your own model:
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -21,18 +20,14 @@ import numpy as np
 
 from curation.exceptions import DataError, InvalidParameterError
 from curation.random import int_seed
+from curation.registry import Registered, Registry, load_python_spec
 from curation.types import Pool
 
 
-class Feedback(ABC):
+class Feedback(Registered, ABC):
     """Per-item learning signal for the rows selected so far."""
 
-    registry: ClassVar[dict[str, type[Feedback]]] = {}
-
-    def __init_subclass__(cls, *, name: str | None = None, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        if name is not None:
-            Feedback.registry[name] = cls
+    registry: ClassVar[Registry] = Registry("feedback", "curation.feedbacks", python_specs=True)
 
     def __call__(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = np.asarray(self._feedback(pool, np.asarray(selected, dtype=np.int64), rng), dtype=np.float64)
@@ -91,29 +86,11 @@ class PythonFeedback(Feedback, name="python"):
         self.target = target
 
     def _feedback(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        module, _, attr = self.target.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise InvalidParameterError(f"python feedback {self.target!r} cannot be loaded: {exc}") from None
-        return fn(pool, selected, rng)
+        return load_python_spec(self.target, field="select.feedback")(pool, selected, rng)
 
 
 def build_feedback(spec: str | dict[str, Any] | Feedback) -> Feedback:
     """A feedback from a recipe value: ``proxy-loss``, ``{name: proxy-loss, folds: 5}`` or a python hook."""
     if isinstance(spec, Feedback):
         return spec
-    if isinstance(spec, str):
-        spec = {"python": spec.removeprefix("python:")} if spec.startswith("python:") else {"name": spec}
-    if not isinstance(spec, dict):
-        raise InvalidParameterError(f"select.feedback is a name or a mapping; got {spec!r}")
-    opts = dict(spec)
-    if "python" in opts:
-        return PythonFeedback(opts.pop("python"))
-    name = opts.pop("name", None)
-    if name not in Feedback.registry or name == "python":
-        raise InvalidParameterError(f"Unknown feedback {name!r}. Known: proxy-loss, python:module:function.")
-    try:
-        return Feedback.registry[name](**opts)
-    except TypeError as exc:
-        raise InvalidParameterError(f"feedback {name!r}: {exc}") from None
+    return Feedback.registry.build(spec, field="select.feedback")

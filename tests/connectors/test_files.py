@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from connectors import Connector, FilesConnector, known_connectors, load_connector
+from curation.exceptions import InvalidParameterError
 
 
 def src(path, **kw):
@@ -87,7 +88,7 @@ def test_fingerprints_hash_file_contents(tmp_path):
 def test_registry_and_entry_point():
     assert "files" in known_connectors()
     assert load_connector("files") is FilesConnector
-    with pytest.raises(KeyError, match=r"Unknown connector kind 'ftp'\. Known kinds: files"):
+    with pytest.raises(InvalidParameterError, match=r"sources\[\]\.kind='ftp' is not a known connector kind\. Known: files"):
         load_connector("ftp")
 
     class Memory(Connector, name="memory-test"):

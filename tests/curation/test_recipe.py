@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -50,9 +51,9 @@ def write(tmp_path, text: str):
 
 def test_both_issue_recipes_load_as_written(tmp_path):
     r = load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE))
-    assert r.is_text and r.select.params() == {"mode": "equal"} and r.cluster.k == 32
+    assert r.is_text and r.select.params() == {"mode": "equal", "min_per_group": 0, "shares": None} and r.cluster.k == 32
     t = load_recipe(write(tmp_path, ISSUE_TABULAR_RECIPE))
-    assert not t.is_text and t.groups == ["sex", "race"] and t.select.params() == {"mode": "proportional", "min_per_group": 20}
+    assert not t.is_text and t.groups == ["sex", "race"] and t.select.params() == {"mode": "proportional", "min_per_group": 20, "shares": None}
 
 
 def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
@@ -75,7 +76,7 @@ def test_recipe_hash_changes_with_any_field(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    (["select.method=qaud"], r"select = .*Unknown selector method 'qaud'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\."),
+    (["select.method=qaud"], r"select = .*select\.method='qaud' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\."),
     (["select.mode=eqaul"], r"The 'mode' parameter of StratifiedSelector must be one of 'equal', 'proportional', 'shares'\. Got 'eqaul'"),
     (["select.mood=equal"], r"select\.mood is not a setting of method 'stratified'"),
     (["cluster.kk=3"], r"cluster\.kk: unknown field \(value 3\)"),
@@ -139,3 +140,40 @@ def test_value_section_needs_one_held_out_set_and_labels(tmp_path):
                        (["value={validation: {fraction: 0.2}}", "sources.0.label=null"], "value needs labels")]:
         with pytest.raises(RecipeError, match=match):
             load_recipe(p, bad)
+
+
+def test_schema_lists_every_selector_and_value_method_with_defaults_and_docs():
+    import inspect
+
+    from curation.recipe import recipe_json_schema
+    from curation.select.base import Selector
+    from curation.value.pool import ValueMethod
+
+    schema = recipe_json_schema()
+    json.dumps(schema)  # plain JSON
+    selects = {alt["properties"]["method"]["const"]: alt for alt in schema["properties"]["select"]["oneOf"]}
+    assert set(selects) == set(Selector.registry)
+    for name, alt in selects.items():
+        init = inspect.signature(Selector.registry[name].__init__).parameters
+        keys = {p for p, v in init.items() if v.kind == v.KEYWORD_ONLY}
+        assert set(alt["properties"]) == {"method", "budget"} | keys, name
+        for key in keys:
+            default = init[key].default
+            assert alt["properties"][key].get("default") == (list(default) if isinstance(default, tuple) else default)
+    named = {"quad": "alpha", "kmq-iterative": "rounds", "stratified": "min_per_group", "group-adaptive": "objective",
+             "value-threshold": "drop_fraction"}
+    for method, key in named.items():
+        assert selects[method]["properties"][key]["description"], (method, key)
+    assert selects["quad"]["properties"]["tau"]["default"] == 0.002 and selects["quad"]["additionalProperties"] is False
+    value = next(a for a in schema["properties"]["value"]["anyOf"] if "oneOf" in a)["oneOf"]
+    methods = {alt["properties"]["method"]["const"]: alt["properties"] for alt in value}
+    assert set(methods) == set(ValueMethod.registry)
+    assert methods["tmc-shapley"]["max_permutations"]["default"] == 500 and "k" not in methods["tmc-shapley"]
+    assert methods["knn-shapley"]["k"]["default"] == 5 and "validation" in methods["knn-shapley"]
+
+
+def test_unknown_value_key_names_the_method_and_accepted_keys(tmp_path):
+    with pytest.raises(RecipeError, match=r"value\.k is not a setting of method 'tmc-shapley'\. Accepted keys beside "
+                                          r"method: players, max_items, max_permutations"):
+        load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE), ["value.method=tmc-shapley", "value.k=3",
+                                                         "value.validation.fraction=0.1", "sources.0.label=label"])

@@ -44,7 +44,7 @@ def test_build_scorer_specs():
     assert isinstance(build_scorer("length"), LengthScorer)
     assert build_scorer({"name": "knn-agreement", "k": 3}).k == 3
     assert build_scorer(None).score(pool()).tolist() == [0.0] * 6
-    with pytest.raises(InvalidParameterError, match=r"Unknown quality scorer 'qual'"):
+    with pytest.raises(InvalidParameterError, match=r"quality scorer='qual' is not a known quality scorer\. Known: constant, influence"):
         build_scorer("qual")
     with pytest.raises(InvalidParameterError, match=r"cannot be loaded"):
         build_scorer("python:nope_module:fn").score(pool())

@@ -95,11 +95,11 @@ def test_duplicate_ids_name_examples(project, capsys):
 
 
 def test_unknown_selector_lists_known_ones(project, capsys):
-    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"Unknown selector method 'magic'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\.")
+    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"select\.method='magic' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\.")
 
 
 def test_unknown_connector_kind(project, capsys):
-    fails(capsys, ["build", project(sources__0__kind="ftp")], r"Unknown connector kind 'ftp'\. Known kinds: files")
+    fails(capsys, ["build", project(sources__0__kind="ftp")], r"sources\[docs\]\.kind='ftp' is not a known connector kind\. Known: files")
 
 
 def test_null_and_non_utf8_rows_are_skipped_and_counted(project, capsys):

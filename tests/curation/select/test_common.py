@@ -96,7 +96,7 @@ def test_does_not_mutate_the_pool(selector, toy_pool):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InvalidParameterError, match=r"Unknown selector method 'qaud'\. Known methods: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold"):
+    with pytest.raises(InvalidParameterError, match=r"select\.method='qaud' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold"):
         build_selector("qaud")
 
 

@@ -72,7 +72,7 @@ def test_kmq_needs_clusters_and_known_scorer():
     no_clusters = Pool(ids=pool.ids, embeddings=pool.embeddings, groups=pool.groups, group_names=pool.group_names)
     with pytest.raises(DataError, match=r"select\.method='kmq' needs clusters"):
         KMQSelector().select(no_clusters, 2, rng=np.random.default_rng(0))
-    with pytest.raises(InvalidParameterError, match=r"Unknown quality scorer 'lenght'\. Known scorers: constant, influence, knn-agreement, knn-shapley, length, value, python:module:function\."):
+    with pytest.raises(InvalidParameterError, match=r"quality scorer='lenght' is not a known quality scorer\. Known: constant, influence, knn-agreement, knn-shapley, length, value, python:module:function\."):
         build_selector("kmq", quality="lenght")
 
 
