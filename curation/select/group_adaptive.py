@@ -29,77 +29,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from curation import holdout
 from curation.equity import (
     adaptive_allocate,
     equal_allocation,
-    fit_power_law,
     oracle_allocation,
     proportional_allocation,
 )
+from curation.equity.oracle import oracle_curves
+from curation.equity.proxy import ProxyLearner
 from curation.exceptions import DataError, InvalidParameterError
 from curation.select.base import Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf
-
-
-def validation_split(pool: Pool, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Pool rows held out to measure group errors when the recipe has no ``reference``: a
-    ``fraction`` of every (group, label) stratum, leaving at least one row of each in the pool."""
-    key = np.unique(np.char.add(pool.groups.astype(str), np.char.add("\x1f", np.asarray(pool.labels).astype(str))),
-                    return_inverse=True)[1]
-    held = []
-    for k in range(key.max() + 1):
-        rows = rng.permutation(np.flatnonzero(key == k))
-        held.append(rows[: min(int(round(fraction * len(rows))), len(rows) - 1)])
-    return np.sort(np.concatenate(held)).astype(np.int64)
-
-
-class ProxyLearner:
-    """Per-group validation error of a logistic regression trained on chosen pool rows.
-
-    The validation rows are the pool's ``reference`` set or, without one, ``held`` pool rows.
-    """
-
-    def __init__(self, pool: Pool, C: float = 1.0, held: np.ndarray | None = None) -> None:
-        if pool.labels is None:
-            raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
-        ref = pool.reference
-        if held is not None:
-            X_ref, y_ref, ref_groups = pool.embeddings[held], np.asarray(pool.labels)[held], pool.groups[held]
-        elif ref is not None and ref.labels is not None and ref.groups is not None:
-            X_ref, y_ref, ref_groups = ref.embeddings, ref.labels, ref.groups
-        else:
-            raise DataError("select.method='group-adaptive' needs labelled reference rows with groups, or no "
-                            "`reference` at all (then it holds out select.validation of the pool)")
-        classes, codes = np.unique(np.concatenate([np.asarray(pool.labels).astype(str),
-                                                   np.asarray(y_ref).astype(str)]), return_inverse=True)
-        self.y, self.y_ref = codes[: len(pool)], codes[len(pool):]
-        self.X, self.X_ref, self.ref_groups = pool.embeddings, X_ref, ref_groups
-        self.G, self.C = len(pool.group_names), C
-        self.fits = 0
-
-    def errors(self, rows: np.ndarray) -> np.ndarray:
-        """(G,) error rate on each group's reference rows (NaN for a group with none)."""
-        from sklearn.linear_model import LogisticRegression
-
-        y = self.y[rows]
-        if len(self.y_ref) == 0:  # nothing to measure on
-            return np.full(self.G, np.nan)
-        if len(rows) == 0:
-            pred = np.full(len(self.y_ref), -1)
-        elif len(np.unique(y)) == 1:  # one class: the model predicts it everywhere
-            pred = np.full(len(self.y_ref), y[0])
-        else:
-            model = LogisticRegression(C=self.C, max_iter=200, tol=1e-3).fit(self.X[rows], y)
-            pred = model.predict(self.X_ref)
-            self.fits += 1
-        wrong = (pred != self.y_ref).astype(float)
-        out = np.full(self.G, np.nan)
-        for g in range(self.G):
-            m = self.ref_groups == g
-            if m.any():
-                out[g] = wrong[m].mean()
-        return out
 
 
 class GroupAdaptiveSelector(Selector, name="group-adaptive"):
@@ -175,7 +117,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         costs = self._costs(pool.group_names)
         if pool.labels is None:
             raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
-        held = None if pool.reference is not None else validation_split(pool, self.validation, rng)
+        held = None if pool.reference is not None else holdout.validation_rows(pool, self.validation, rng)
         learner = ProxyLearner(pool, self.C, held)
         selectable = np.ones(len(pool), bool)
         if held is not None:
@@ -216,7 +158,9 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                 counts = proportional_allocation(shares, costs, float(budget), capacity=cap)
             counts_fit = None
             if self.allocation == "oracle":
-                counts_fit = self._oracle_curves(cap, costs, budget, shares, evaluate, rng)
+                counts_fit = oracle_curves(cap, costs, budget, shares, evaluate, rng, rounds=self.oracle_rounds,
+                                           repeats=self.repeats, objective=self.objective,
+                                           secondary=self.secondary, n0=self.n0)
                 curves = [f.to_dict() if f is not None else None for f in counts_fit]
                 usable = [f.curve for f in counts_fit if f is not None]
                 if len(usable) < G:
@@ -235,39 +179,6 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         info["validation_rows"] = len(learner.y_ref) if held is None else len(held)
         return self._selection(pool, idx, counts, cap, costs, curves, predicted, measured, history, order, info,
                                held)
-
-    def _oracle_curves(self, cap: np.ndarray, costs: np.ndarray, budget: int, shares: np.ndarray, evaluate,
-                       rng: np.random.Generator) -> list:
-        """Curves measured on the whole pool, one group at a time: group g at 8 sizes up to what
-        the budget could buy of it while the others stay at an operating point (with one shared model the others'
-        data moves g's error too). The operating point starts at the proportional allocation and
-        moves to the optimum of the curves measured there, ``oracle_rounds`` times."""
-        base = proportional_allocation(shares, costs, float(budget), capacity=cap).astype(np.int64)
-        for _ in range(self.oracle_rounds):
-            fits = self._curves_at(base, cap, costs, budget, evaluate, rng)
-            if any(f is None for f in fits):
-                return fits
-            base = oracle_allocation([f.curve for f in fits], costs, float(budget), objective=self.objective,
-                                     secondary=self.secondary, weights=shares, capacity=cap,
-                                     minimum=np.minimum(self.n0, cap)).astype(np.int64)
-        return fits
-
-    def _curves_at(self, base: np.ndarray, cap: np.ndarray, costs: np.ndarray, budget: int, evaluate,
-                   rng: np.random.Generator) -> list:
-        fits = []
-        for g in range(len(cap)):
-            n, e = [], []
-            top = min(cap[g], budget / costs[g])  # no allocation can give the group more
-            for size in np.unique(np.geomspace(min(5, top), top, 8).astype(np.int64)):
-                counts = base.copy()
-                counts[g] = size
-                for _ in range(self.repeats):
-                    n.append(size)
-                    e.append(evaluate(counts, rng)[g])
-            n_arr, e_arr = np.array(n, dtype=float), np.array(e, dtype=float)
-            ok = np.isfinite(e_arr)
-            fits.append(fit_power_law(n_arr[ok], e_arr[ok]) if len(np.unique(n_arr[ok])) >= 3 else None)
-        return fits
 
     def _selection(self, pool: Pool, idx: np.ndarray, counts: np.ndarray, cap: np.ndarray, costs: np.ndarray,
                    curves: list, predicted: np.ndarray, measured: np.ndarray, history: list, order: list,
