@@ -12,7 +12,7 @@ import pytest
 
 import curation
 from curation.plots import draw
-from curation.report_schema import STATUSES, PlotSpec, status_counts, validate_report
+from curation.report_schema import PlotSpec, status_counts, validate_report
 from curation.select import QuadSelector, Selector
 from curation.types import Pool, Selection
 
