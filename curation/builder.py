@@ -50,7 +50,8 @@ from curation.progress import progress
 from curation.publish import code_version, publish_version
 from curation.random import spawn
 from curation.recipe import Recipe, SourceConfig, load_recipe
-from curation.report import REFERENCE_REASON, summarize
+from curation.report import summarize
+from curation.report_schema import status_counts
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
 
@@ -58,7 +59,7 @@ MapChunks = Callable[[Embedder, list[list[str]]], Iterator[np.ndarray]]
 MapFn = Callable[..., list[Any]]
 
 #: Bump a stage's version when its code changes what it writes: older entries are then not reused.
-STAGE_VERSIONS = {"ingest": 1, "embed": 1, "cluster": 1, "value": 1, "select": 1}
+STAGE_VERSIONS = {"ingest": 1, "embed": 1, "cluster": 1, "value": 1, "select": 2}  # select 2: report status/reason_code
 
 #: What each stage reads from the recipe (besides its input stages); exactly these go into its key.
 STAGE_READS = {
@@ -386,6 +387,7 @@ class Builder:
             selection = pipeline.select(pool, r, stage_rng(r.seed, "select"))
             data, report = pipeline.assemble(ingested.items(), ingested.skipped(), pool, selection, r.groups,
                                              reference=ingested.reference(),
+                                             reference_from_file=r.holdout is not None and r.holdout.path is not None,
                                              value_stderr=None if valued is None else valued.values()[1])
             data.write_parquet(out / "data.parquet")
             report.write_parquet(out / "report.parquet")
@@ -399,7 +401,6 @@ class Builder:
         r = self.recipe
         data, report = selected.data(), selected.report()
         ingested, embedded, clustered = self.runs["ingest"], self.runs["embed"], self.runs["cluster"]
-        is_ref = report["reason"].str.starts_with(REFERENCE_REASON)
         manifest: dict[str, Any] = {
             "name": r.name,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -414,9 +415,8 @@ class Builder:
             # which stage outputs this version was made from, and which were reused from earlier builds
             "stages": {name: {"key": out.key, "reused": out.reused, "seconds": out.seconds}
                        for name, out in self.runs.items()},
-            "counts": {"candidates": report.height, "pool": int(report["cluster"].is_not_null().sum()),
-                       "selected": data.height, "reference": int(is_ref.sum()),
-                       "skipped": int((report["cluster"].is_null() & ~is_ref).sum())},
+            # from the report's status column (curation.report_schema), never from reason text
+            "counts": status_counts(report),
             "selection": selected.facts["info"],
             "summary": summarize(report, budget=r.select.budget, k=clustered.facts["k"],
                                  silhouette=clustered.facts.get("silhouette")),

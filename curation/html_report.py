@@ -3,12 +3,17 @@
 ``render_html(dataset_dir, version)`` reads the version's ``manifest.json`` and
 ``report.parquet`` and returns one HTML document (inline SVG, no scripts, no network) with:
 
-* the budget, clustering, scorer and valuation facts;
+* the budget, clustering and valuation facts;
+* the selector's own sections (e.g. scorer calls, group errors), from its ``summary_section``;
 * groups before/after selection (table and bar chart of pool share vs selected share);
 * how the selection spreads over clusters;
-* per-method pictures when the report has their columns: data values (selected vs not),
-  Quad probe scores (accepted vs rejected chunks), group-adaptive learning curves;
+* data values (selected vs not) when the build valued the pool;
+* the selector's own charts (e.g. probe scores, learning curves), from its ``report_plots``;
 * stage timings.
+
+Rows are told apart by the report's ``status`` column (:mod:`curation.report_schema`); the
+selector is looked up by the manifest's method (:func:`curation.report.selector_of`), so this
+module has no per-method code.
 """
 
 from __future__ import annotations
@@ -19,12 +24,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from curation.plots import bar_chart, histogram, line_chart
+from curation.plots import bar_chart, draw, histogram
 from curation.publish import resolve_version
-from curation.report import _fmt
+from curation.report import _fmt, selector_of, selector_sections
+from curation.report_schema import POOL_STATUSES, SELECTED
 
 CSS = ("body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}"
        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:2px 10px;border-bottom:1px solid #ddd}"
@@ -71,10 +76,10 @@ def render_html(dataset_dir: str | Path, version: str | None = None) -> str:
     c = s.get("clusters", {})
     if c.get("k"):
         parts.append(f"<p>clusters covered: {c['covered']} / {c['k']}; silhouette {_fmt(c.get('silhouette'))}</p>")
-    if "scorer_calls" in sel:
-        parts.append(f"<p>scorer calls: {sel['scorer_calls']} for a pool of {b['pool']}</p>")
-        if sel.get("scorer"):
-            parts.append(_facts(sel["scorer"]))
+    for section in selector_sections(m):
+        parts += [f"<h3>{escape(section.title)}</h3>", *(f"<p>{escape(line)}</p>" for line in section.lines)]
+        if section.table:
+            parts.append(_table(list(section.table), max_rows=100))
     if m.get("valuation"):
         parts += ["<h3>Valuation</h3>", _facts(m["valuation"])]
 
@@ -86,9 +91,10 @@ def render_html(dataset_dir: str | Path, version: str | None = None) -> str:
                                                              "selected share": [g["selected_share"] for g in shown]},
                                title=f"Group shares before and after selection ({len(shown)} largest groups)"))
 
-    pool = report.filter(pl.col("cluster").is_not_null())
+    pool = report.filter(pl.col("status").is_in(POOL_STATUSES))
+    chosen = pl.col("status") == SELECTED
     if pool.height:
-        per = pool.group_by("cluster").agg(pl.len().alias("pool"), pl.col("selected").sum().alias("selected")).sort("cluster")
+        per = pool.group_by("cluster").agg(pl.len().alias("pool"), chosen.sum().alias("selected")).sort("cluster")
         parts += ["<h2>Clusters</h2>"]
         if per.height <= 80:
             parts.append(bar_chart([str(k) for k in per["cluster"]], {"pool": per["pool"].to_list(),
@@ -98,42 +104,16 @@ def render_html(dataset_dir: str | Path, version: str | None = None) -> str:
             rate = (per["selected"] / per["pool"]).to_numpy()
             parts.append(histogram({"clusters": rate}, title=f"Share of each cluster selected ({per.height} clusters)"))
 
-    if "value" in pool.columns:
+    if "value" in pool.columns:  # the value stage's column (any selector), not a method's
         parts += ["<h2>Data values</h2>", histogram(
-            {"selected": pool.filter(pl.col("selected"))["value"].to_numpy(),
-             "not selected": pool.filter(~pl.col("selected"))["value"].to_numpy()},
+            {"selected": pool.filter(chosen)["value"].to_numpy(),
+             "not selected": pool.filter(~chosen)["value"].to_numpy()},
             title="Value of each item: selected vs not selected")]
-    if "probe_score" in pool.columns:
-        probed = pool.filter(pl.col("probe_score").is_not_null())
-        if probed.height:
-            tau = float(m["recipe"]["select"].get("tau", 0.002))  # the selector's default
-            parts += ["<h2>Quad probes</h2>", histogram(
-                {"accepted chunks": probed.filter(pl.col("probe_score") > tau)["probe_score"].to_numpy(),
-                 "rejected chunks": probed.filter(pl.col("probe_score") <= tau)["probe_score"].to_numpy()},
-                title=f"Probe mean score of every pulled chunk's items (tau = {tau:g})")]
-    eq = sel.get("equity")
-    if eq and eq.get("curves"):
-        parts += ["<h2>Learning curves</h2>", _learning_curves(eq)]
-        if eq.get("groups"):
-            parts.append(_table(eq["groups"]))
+    cls, params = selector_of(m)
+    for spec in cls.report_plots(report, sel, params):
+        parts += ([f"<h2>{escape(spec.heading)}</h2>"] if spec.heading else []) + [draw(spec)]
 
     if m.get("timings"):
         parts += ["<h2>Timings (s)</h2>", _table([m["timings"]])]
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def _learning_curves(eq: dict[str, Any]) -> str:
-    """Fitted error curves e_g(n) = a·n^(−b) + c per group, with each group's chosen n marked."""
-    lines, marks = {}, {}
-    top = max([g.get("n", 1) for g in eq.get("groups", [])] + [10])
-    grid = np.geomspace(1, max(top * 2, 10), 60)
-    for name, cur in eq["curves"].items():
-        if not {"a", "b", "c"} <= set(cur):
-            continue
-        lines[name] = (grid, cur["a"] * grid ** (-cur["b"]) + cur["c"])
-    for g in eq.get("groups", []):
-        if g.get("predicted_error") is not None and g.get("n"):
-            marks[g["group"]] = ([g["n"]], [g["predicted_error"]])
-    return line_chart(lines, markers=marks, logx=True, xlabel="items of the group (log)",
-                      title="Fitted per-group error curves; dots: the allocation")

@@ -20,7 +20,15 @@ from curation.exceptions import DataError
 from curation.ingest import check_unique_ids, combine, normalize_batch
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
-from curation.report import REFERENCE_REASON
+from curation.report_schema import (
+    NOT_SELECTED,
+    REFERENCE,
+    SELECTED,
+    SKIPPED,
+    reference_code,
+    skipped_code,
+    validate_report,
+)
 from curation.select import build_selector
 from curation.types import Pool, Reference, Selection
 
@@ -187,20 +195,29 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 # -------------------------------------------------------------------------------------- assemble
 def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
-             groups: Sequence[str], *, reference: pl.DataFrame | None = None,
+             groups: Sequence[str], *, reference: pl.DataFrame | None = None, reference_from_file: bool = False,
              value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(published rows, report rows).
 
     Published rows are the selected items, in pick order, with all their source columns plus
-    ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report has one row per
-    candidate, including rows skipped at ingestion and the held-out ``reference`` rows (reason
-    ``reference: ...``, never selected). With data values (``pool.values``) the report has
-    ``value`` and ``value_stderr`` (null where the method has no standard error).
+    ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report follows
+    :data:`curation.report_schema.REPORT_SCHEMA` (checked before it is returned): one row per
+    candidate with its ``status`` and ``reason_code``: pool rows (``selected``/``not_selected``,
+    or the selector's own codes), rows skipped at ingestion (``skipped``,
+    ``skipped_<ingest reason>``) and the held-out ``reference`` rows (``reference_file`` when
+    ``reference_from_file``, else ``reference_fraction``). With data values (``pool.values``)
+    the report has ``value`` and ``value_stderr`` (null where the method has no standard error).
+
+    Raises:
+        ValueError: the report breaks the contract (a bug: see :func:`validate_report`).
     """
     n = len(pool)
     rank = np.full(n, -1, dtype=np.int64)
     rank[selection.indices] = np.arange(len(selection.indices))
-    reasons = selection.reasons if selection.reasons is not None else np.where(rank >= 0, "selected", "not selected")
+    chosen = rank >= 0
+    reasons = selection.reasons if selection.reasons is not None else np.where(chosen, "selected", "not selected")
+    codes = (selection.reason_codes if selection.reason_codes is not None
+             else np.where(chosen, SELECTED, NOT_SELECTED))
     clusters = pool.clusters if pool.clusters is not None else np.full(n, -1)
     fields = pl.DataFrame({
         "cluster": pl.Series(clusters, dtype=pl.Int64),
@@ -232,12 +249,17 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         *(["score"] if "score" in full.columns else []),
         *([c for c in ("value", "value_stderr") if c in fields.columns]),
         *extra,
-        "reason",
+    ).with_columns(  # added here, not via ``full``, so a source column named "status" cannot collide
+        pl.Series("status", np.where(chosen, SELECTED, NOT_SELECTED), dtype=pl.String),
+        pl.Series("reason_code", [str(c) for c in codes], dtype=pl.String),
+        fields["reason"],
     )
     if skipped.height:
         sk = skipped.select(
             *[c for c in base_cols if c in skipped.columns],
             pl.lit(False).alias("selected"),
+            pl.lit(SKIPPED).alias("status"),
+            (pl.lit(skipped_code("")) + pl.col("reason")).alias("reason_code"),
             ("skipped: " + pl.col("reason")).alias("reason"),
         )
         report = pl.concat([report, sk], how="diagonal_relaxed")
@@ -247,7 +269,9 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
             *[c for c in base_cols if c in reference.columns],
             *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
             pl.lit(False).alias("selected"),
-            pl.lit(f"{REFERENCE_REASON} held out of selection ({origin})").alias("reason"),
+            pl.lit(REFERENCE).alias("status"),
+            pl.lit(reference_code(from_file=reference_from_file)).alias("reason_code"),
+            pl.lit(f"reference: held out of selection ({origin})").alias("reason"),
         )
         report = pl.concat([report, ref], how="diagonal_relaxed")
-    return data, report
+    return data, validate_report(report)

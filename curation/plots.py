@@ -121,3 +121,14 @@ def line_chart(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, 
         body.append(f'<text x="{width - _M["right"]}" y="{height - 30}" font-size="10" text-anchor="end">'
                     f'{escape(xlabel)}</text>')
     return _frame(width, height, title, body, names)
+
+
+def draw(spec) -> str:
+    """Render a :class:`curation.report_schema.PlotSpec` with the helper its ``kind`` names."""
+    if spec.kind == "bar":
+        return bar_chart(spec.categories, spec.series, title=spec.title)
+    if spec.kind == "histogram":
+        return histogram(spec.series, title=spec.title)
+    if spec.kind == "line":
+        return line_chart(spec.series, markers=spec.markers, logx=spec.logx, xlabel=spec.xlabel, title=spec.title)
+    raise ValueError(f"unknown plot kind {spec.kind!r}; expected bar, histogram or line")

@@ -1,18 +1,27 @@
 """Selection reports: the summary tables, aligned printing and SQL over a version.
 
-``report.parquet`` has one row per candidate: ``id, source, group, <group columns>, label,
-cluster, selected, selected_rank, reason``. Rows skipped at ingestion (null or non-UTF-8 text,
-duplicate content) are there too, with ``selected = false``, no cluster and the skip reason;
-so are the rows held out as the recipe's reference set (reason ``reference: ...``).
+``report.parquet`` has one row per candidate; its columns, the row ``status`` values
+(``selected``, ``not_selected``, ``reference``, ``skipped``) and the ``reason_code`` values are
+declared once in :mod:`curation.report_schema` (prose: docs/report.md)::
+
+    id, source, group, <group columns>, label, cluster, selected, selected_rank,
+    [score], [value, value_stderr], <selector columns>, status, reason_code, reason
+
+``reason`` is for people; code reads ``status`` and ``reason_code`` and never parses ``reason``.
 
 The summary answers "is every group represented?" at a glance:
 
 * ``groups``: per group, pool count and share before selection, selected count and share after;
 * ``clusters``: clusters represented in the selection / total (coverage);
-* ``budget``: budget, selected, usable pool, skipped rows by reason.
+* ``budget``: budget, selected, usable pool, reference rows, skipped rows by reason code.
 
 With data values (the recipe's ``value:``) the report has ``value`` and ``value_stderr``, and
 the groups table adds each group's total and mean value.
+
+Method-specific parts (the scorer's calls, group errors, Quad's probes, learning curves) come
+from the selector that made the version: :func:`selector_of` looks its class up by the
+manifest's ``recipe.select.method`` and its ``summary_section``/``report_plots`` hooks supply
+them. This module has no per-method code.
 """
 
 from __future__ import annotations
@@ -25,20 +34,21 @@ from typing import Any
 import polars as pl
 
 from curation.publish import resolve_version
+from curation.report_schema import POOL_STATUSES, REFERENCE, SELECTED, SKIPPED, SummarySection, format_value
 
-REFERENCE_REASON = "reference:"  # reason prefix of held-out reference rows in a report
+_fmt = format_value  # the old name, kept for callers
 
 
 def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None) -> dict[str, Any]:
-    """Summary tables (lists of row dicts) from a report table."""
-    usable = report.filter(pl.col("cluster").is_not_null())  # skipped rows have no cluster
+    """Summary tables (lists of row dicts) from a report table, by ``status`` and ``reason_code``."""
+    usable = report.filter(pl.col("status").is_in(POOL_STATUSES))
     pool_n = usable.height
-    sel_n = int(report["selected"].sum())
+    sel_n = int((report["status"] == SELECTED).sum())
     # with data values: which groups the model's accuracy depends on (total and mean value)
     valued = ["value_total", "value_mean"] if "value" in report.columns else []
     groups = (
         usable.group_by("group")
-        .agg(pl.len().alias("pool"), pl.col("selected").sum().alias("selected"),
+        .agg(pl.len().alias("pool"), (pl.col("status") == SELECTED).sum().alias("selected"),
              *([pl.col("value").sum().alias("value_total"), pl.col("value").mean().alias("value_mean")]
                if valued else []))
         .with_columns(
@@ -48,11 +58,10 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
         .select("group", "pool", "pool_share", "selected", "selected_share", *valued)
         .sort(["selected", "group"])  # least-represented groups first
     )
-    covered = report.filter(pl.col("selected"))["cluster"].n_unique() if sel_n else 0
-    is_ref = pl.col("reason").str.starts_with(REFERENCE_REASON)
+    covered = report.filter(pl.col("status") == SELECTED)["cluster"].n_unique() if sel_n else 0
     skipped = (
-        report.filter(pl.col("cluster").is_null() & ~pl.col("selected") & ~is_ref)
-        .group_by("reason").agg(pl.len().alias("rows")).sort("reason")
+        report.filter(pl.col("status") == SKIPPED)
+        .group_by("reason_code").agg(pl.len().alias("rows")).sort("reason_code")
     )
     return {
         "budget": {
@@ -60,13 +69,36 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
             "selected": sel_n,
             "pool": pool_n,
             "budget_used": round(sel_n / budget, 4) if budget else 0.0,
-            "reference": int(report.select(is_ref.sum()).item()),
-            "skipped": {r["reason"]: r["rows"] for r in skipped.to_dicts()},
+            "reference": int((report["status"] == REFERENCE).sum()),
+            "skipped": {r["reason_code"]: r["rows"] for r in skipped.to_dicts()},
         },
         "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None,
                      "silhouette": None if silhouette is None else round(silhouette, 4)},
         "groups": groups.to_dicts(),
     }
+
+
+def selector_of(manifest: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """(the selector class that made the version, the parameters it ran with).
+
+    The class comes from the registry by ``recipe.select.method``; a method this installation
+    does not know (a plugin no longer installed) gets the base class, whose hooks add nothing.
+    """
+    from curation.exceptions import CurationError
+    from curation.select import Selector  # imported here: the selectors load scorers and sklearn
+
+    given = manifest.get("recipe", {}).get("select", {})
+    try:
+        cls = Selector.registry.get(given.get("method", ""), field="select.method")
+    except CurationError:
+        cls = Selector
+    return cls, cls.report_params(given)
+
+
+def selector_sections(manifest: dict[str, Any]) -> list[SummarySection]:
+    """The summary blocks the version's selector contributes (see :meth:`Selector.summary_section`)."""
+    cls, params = selector_of(manifest)
+    return cls.summary_section(manifest.get("selection", {}), manifest["summary"], params)
 
 
 def format_table(rows: Sequence[dict[str, Any]] | pl.DataFrame, *, max_rows: int | None = None) -> str:
@@ -88,20 +120,8 @@ def format_table(rows: Sequence[dict[str, Any]] | pl.DataFrame, *, max_rows: int
     return "\n".join(out)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if v == 0 or 1e-3 <= abs(v) < 1e6:
-            return f"{v:.4f}".rstrip("0").rstrip(".")
-        return f"{v:.3g}"  # tiny values (data values, influence) keep their significant digits
-    if isinstance(v, (list, dict)):
-        return json.dumps(v, default=str)
-    return str(v)
-
-
 def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
-    """The human summary of a version: budget, cluster coverage, groups before/after."""
+    """The human summary of a version: budget, cluster coverage, the selector's sections, groups before/after."""
     s = manifest["summary"]
     b = s["budget"]
     head = [
@@ -118,22 +138,10 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     if c.get("k"):
         sil = f", silhouette {c['silhouette']:.3f}" if c.get("silhouette") is not None else ""
         head += ["", f"clusters covered: {c['covered']} / {c['k']} ({c['coverage']:.1%}){sil}"]
-    sel = manifest.get("selection", {})
-    if "scorer_calls" in sel:  # how much of the pool the quality scorer had to look at
-        head += ["", f"scorer calls: {sel['scorer_calls']} for a pool of {b['pool']}"]
-        facts = sel.get("scorer") or {}
-        if len(facts) > 1:
-            head.append(f"scorer {facts.get('name', '')}: " + ", ".join(
-                f"{k}={_fmt(v)}" for k, v in facts.items() if k != "name"))
-    eq = sel.get("equity")
-    if eq:
-        head += ["", f"group errors ({eq['objective']}, {eq['allocation']} allocation; measured on held-out rows by "
-                 f"the proxy trained on the selection): worst {_fmt(eq.get('worst_group_error'))} "
-                 f"({eq.get('worst_group')}), average {_fmt(eq.get('average_error'))}, gap {_fmt(eq.get('gap'))}",
-                 format_table([{k: g[k] for k in ("group", "n", "available", "cost", "a", "b", "c", "predicted_error",
-                                                  "measured_error")} for g in eq["groups"]], max_rows=max_groups)]
-        if eq.get("short_groups"):
-            head.append("groups that gave all they had: " + ", ".join(eq["short_groups"]))
+    for section in selector_sections(manifest):  # the selector's own facts (scorer calls, group errors, ...)
+        head += ["", *section.lines]
+        if section.table:
+            head.append(format_table(section.table, max_rows=max_groups))
     v = manifest.get("valuation")
     if v:
         extra = ", ".join(f"{k}={_fmt(v[k])}" for k in ("permutations", "samples", "converged", "seconds") if k in v)

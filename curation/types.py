@@ -139,7 +139,11 @@ class Selection:
             the caller write a generic one.
         scores: optional (n,) per-row score the selector used (NaN where unscored).
         info: small JSON-able facts for the summary (e.g. per-group quotas).
-        columns: extra (n,) per-row columns for the report (e.g. ``round``, ``quality``).
+        columns: extra (n,) per-row columns for the report (e.g. ``round``, ``quality``); each
+            must be declared in the selector's ``report_columns``.
+        reason_codes: optional (n,) short machine codes (``[a-z][a-z0-9_]*``) for the report's
+            ``reason_code`` column, each declared in the selector's ``reason_codes``; None means
+            ``selected``/``not_selected`` (see :mod:`curation.report_schema`).
     """
 
     indices: np.ndarray
@@ -147,6 +151,7 @@ class Selection:
     scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    reason_codes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.indices.ndim != 1:

@@ -25,9 +25,11 @@ final selection; plus the worst-group error, the average and the gap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 
 from curation import holdout
 from curation.equity import (
@@ -39,6 +41,7 @@ from curation.equity import (
 from curation.equity.oracle import oracle_curves
 from curation.equity.proxy import ProxyLearner
 from curation.exceptions import DataError, InvalidParameterError
+from curation.report_schema import PlotSpec, SummarySection, format_value
 from curation.select.base import Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf
@@ -81,6 +84,42 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         "validation": Interval(0, 1, closed="neither"),
         "oracle_rounds": Interval(1, None, integer=True),
     }
+    report_columns: ClassVar[dict[str, str]] = {
+        "allocation_step": "the adaptive step that bought the row (1 = pilot; 0 = not bought)",
+    }
+    reason_codes: ClassVar[dict[str, str]] = {
+        "validation_holdout": "a pool row held out to measure the groups' errors (select.validation)",
+    }
+
+    @classmethod
+    def summary_section(cls, info: Mapping[str, Any], summary: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> list[SummarySection]:
+        eq = info.get("equity")
+        if not eq:
+            return []
+        lines = [f"group errors ({eq['objective']}, {eq['allocation']} allocation; measured on held-out rows by "
+                 f"the proxy trained on the selection): worst {format_value(eq.get('worst_group_error'))} "
+                 f"({eq.get('worst_group')}), average {format_value(eq.get('average_error'))}, "
+                 f"gap {format_value(eq.get('gap'))}"]
+        if eq.get("short_groups"):
+            lines.append("groups that gave all they had: " + ", ".join(eq["short_groups"]))
+        cols = ("group", "n", "available", "cost", "a", "b", "c", "predicted_error", "measured_error")
+        return [SummarySection("Group errors", lines=lines, table=[{k: g[k] for k in cols} for g in eq["groups"]])]
+
+    @classmethod
+    def report_plots(cls, report: pl.DataFrame, info: Mapping[str, Any], params: Mapping[str, Any]) -> list[PlotSpec]:
+        """Fitted error curves e_g(n) = a·n^(−b) + c per group, with each group's chosen n marked."""
+        eq = info.get("equity") or {}
+        if not eq.get("curves"):
+            return []
+        top = max([g.get("n", 1) for g in eq.get("groups", [])] + [10])
+        grid = np.geomspace(1, max(top * 2, 10), 60)
+        lines = {name: (grid, c["a"] * grid ** (-c["b"]) + c["c"]) for name, c in eq["curves"].items()
+                 if {"a", "b", "c"} <= set(c)}
+        marks = {g["group"]: ([g["n"]], [g["predicted_error"]]) for g in eq.get("groups", [])
+                 if g.get("predicted_error") is not None and g.get("n")}
+        return [PlotSpec("line", heading="Learning curves", series=lines, markers=marks, logx=True,
+                         xlabel="items of the group (log)", title="Fitted per-group error curves; dots: the allocation")]
 
     def __init__(self, *, objective: str = "maxmin", allocation: str = "adaptive", costs: dict | None = None,
                  mode: str = "auto", n0: int = 50, step_frac: float = 0.1, repeats: int = 1,
@@ -217,7 +256,9 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             f"group-adaptive ({self.allocation}): group {names[gc]} gets {counts[gc]} of {int(cap[gc])} items"
             + ("" if sel else ", this one is beyond its allocation")
             for gc, sel in zip(pool.groups, chosen)], dtype=object)
+        codes = np.where(chosen, "selected", "not_selected").astype(object)
         if held is not None:
             reasons[held] = "group-adaptive: held out to measure the groups' errors (select.validation)"
+            codes[held] = "validation_holdout"
         columns = {"allocation_step": step} if history else {}
-        return Selection(indices=idx, reasons=reasons, info=info, columns=columns)
+        return Selection(indices=idx, reasons=reasons, info=info, columns=columns, reason_codes=codes)

@@ -26,14 +26,16 @@ next-round share. ``within="uniform"`` samples uniformly inside clusters (the re
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
 from curation.allocation import allocate, largest_remainder
 from curation.exceptions import DataError
+from curation.report_schema import SummarySection
 from curation.score import build_scorer
-from curation.select.base import Selector
+from curation.select.base import Selector, scorer_calls_section
 from curation.select.feedback import build_feedback
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options
@@ -72,6 +74,11 @@ class _KMQBase(Selector):
         "cluster_budget": Options({"proportional", "equal"}),
     }
 
+    @classmethod
+    def summary_section(cls, info: Mapping[str, Any], summary: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> list[SummarySection]:
+        return scorer_calls_section(info, summary)
+
     def _base(self, sizes: np.ndarray) -> np.ndarray:
         return sizes.astype(np.float64) if self.cluster_budget == "proportional" else (sizes > 0).astype(np.float64)
 
@@ -100,6 +107,8 @@ class KMQSelector(_KMQBase, name="kmq"):
     >>> np.bincount(pool.clusters[sel.indices]).tolist()      # 3 x 4/6 = 2, 3 x 2/6 = 1
     [2, 1]
     """
+
+    report_columns: ClassVar[dict[str, str]] = {"quality": "the row's quality score q (constant without a scorer)"}
 
     def __init__(self, *, quality: Any = None, temperature: float = 1.0, cluster_budget: str = "proportional") -> None:
         self.quality = quality
@@ -141,6 +150,11 @@ class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
         "mode": Options({"multiplicative", "replace"}),
         "feedback_temperature": Interval(0, None, closed="neither"),
         "within": Options({"quality", "uniform"}),
+    }
+    report_columns: ClassVar[dict[str, str]] = {
+        "round": "the round that picked the row (0: not picked)",
+        "quality": "the row's quality score q (0 with within='uniform')",
+        "cluster_weight": "its cluster's weight when picked (not picked: the final weight)",
     }
 
     def __init__(self, *, rounds: int = 3, quality: Any = None, temperature: float = 1.0,

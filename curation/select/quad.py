@@ -21,12 +21,15 @@ budget: it never pads with items it judged bad.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 
+from curation.report_schema import PlotSpec, SummarySection
 from curation.score import build_scorer
-from curation.select.base import Selector
+from curation.select.base import Selector, scorer_calls_section
 from curation.select.kmq import require_clusters
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf
@@ -58,6 +61,35 @@ class QuadSelector(Selector, name="quad"):
         "max_rounds": Interval(1, None, integer=True),
         "ucb": Options({"code", "paper"}),
     }
+    report_columns: ClassVar[dict[str, str]] = {
+        "round": "the round the row's chunk was pulled in (0: never pulled)",
+        "probe_score": "probe mean score of the row's chunk (null: chunk never pulled)",
+        "chunk_accepted": "in an accepted chunk and kept (not trimmed by the budget)",
+        "ucb_mean": "the chunk's cluster mean reward when it was pulled",
+        "ucb_bonus": "the chunk's cluster exploration bonus when it was pulled",
+    }
+    reason_codes: ClassVar[dict[str, str]] = {
+        "chunk_rejected": "its chunk's probe mean was <= tau",
+        "chunk_not_reached": "its cluster was not pulled far enough to reach its chunk",
+        "budget_reached": "its chunk was accepted but trimmed: the budget was full",
+    }
+
+    @classmethod
+    def summary_section(cls, info: Mapping[str, Any], summary: Mapping[str, Any],
+                        params: Mapping[str, Any]) -> list[SummarySection]:
+        return scorer_calls_section(info, summary)
+
+    @classmethod
+    def report_plots(cls, report: pl.DataFrame, info: Mapping[str, Any], params: Mapping[str, Any]) -> list[PlotSpec]:
+        probed = report.filter(pl.col("probe_score").is_not_null())
+        if not probed.height:
+            return []
+        # accepted vs rejected from the reason codes (exact), the threshold from the build's own params
+        rejected = pl.col("reason_code") == "chunk_rejected"
+        return [PlotSpec("histogram", heading="Quad probes",
+                         title=f"Probe mean score of every pulled chunk's items (tau = {params['tau']:g})",
+                         series={"accepted chunks": probed.filter(~rejected)["probe_score"].to_numpy(),
+                                 "rejected chunks": probed.filter(rejected)["probe_score"].to_numpy()})]
 
     def __init__(self, *, scorer: Any = "length", clusters_per_round: int = 50, probe: int = 10, chunk: int = 50,
                  tau: float = 0.002, alpha: float = 1e-4, rho: float = 0.2, max_rounds: int = 200,
@@ -96,6 +128,7 @@ class QuadSelector(Selector, name="quad"):
         probe_score = np.full(n, np.nan)
         accepted = np.zeros(n, bool)  # in an accepted chunk and kept
         pulled = np.zeros(n, bool)
+        chunk_ok = np.zeros(n, bool)  # in a chunk whose probe passed (the report's reason codes)
         ucb_mean, ucb_bonus = np.full(n, np.nan), np.full(n, np.nan)
         history: list[dict[str, Any]] = []
         for t in range(self.max_rounds):
@@ -110,6 +143,7 @@ class QuadSelector(Selector, name="quad"):
                 r = float(scorer.score(pool, probe).mean()) - self.tau
                 pulls[c] += 1
                 pulled[part] = True
+                chunk_ok[part] = r > 0
                 probe_score[part] = r + self.tau
                 ucb_mean[part], ucb_bonus[part], round_of[part] = mean[c], bonus[c], t + 1
                 take = part[: max(0, budget - n_picked)] if r > 0 else part[:0]
@@ -149,13 +183,16 @@ class QuadSelector(Selector, name="quad"):
             self._reason(rd, j, ps, pu, sel, pulls[j])
             for rd, j, ps, pu, sel in zip(round_of, clusters, probe_score, pulled, chosen_mask)
         ], dtype=object)
+        codes = np.where(chosen_mask, "selected", np.where(
+            ~pulled, "chunk_not_reached", np.where(chunk_ok, "budget_reached", "chunk_rejected")))
         info = {"scorer_calls": scorer.calls, "rounds": int(max((h["round"] for h in history), default=0)),
                 "pulls": int(pulls.sum()), "accepted_chunks": int(sum(h["accepted"] for h in history)),
                 "clusters_covered": int(len(np.unique(clusters[idx]))) if len(idx) else 0,
                 "scorer": {"name": scorer.name, **scorer.facts()}, "history": history}
         columns = {"round": round_of, "probe_score": probe_score, "chunk_accepted": accepted,
                    "ucb_mean": ucb_mean, "ucb_bonus": ucb_bonus}
-        return Selection(indices=idx.astype(np.int64), reasons=reasons, info=info, columns=columns)
+        return Selection(indices=idx.astype(np.int64), reasons=reasons, info=info, columns=columns,
+                         reason_codes=codes.astype(object))
 
     def _reason(self, rd: int, cluster: int, probe_mean: float, pulled: bool, selected: bool, pulls: int) -> str:
         if not pulled:

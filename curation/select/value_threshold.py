@@ -37,6 +37,11 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         "threshold": Interval(None, None, allow_none=True),
         "drop_fraction": Interval(0, 1, closed="left"),
     }
+    reason_codes: ClassVar[dict[str, str]] = {
+        "below_threshold": "drop mode: valued below threshold",
+        "lowest_fraction": "drop mode: among the drop_fraction lowest-valued items",
+        "budget_reached": "drop mode: kept but not drawn (the budget was full)",
+    }
 
     def __init__(self, *, mode: str = "top", threshold: float | None = 0.0, drop_fraction: float = 0.0) -> None:
         self.mode = mode
@@ -72,5 +77,7 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         chosen[idx] = True
         why[chosen] = "value-threshold: kept, drawn uniformly from the items not dropped"
         why[~dropped & ~chosen] = "value-threshold: kept, not drawn (budget reached)"
-        return Selection(indices=idx.astype(np.int64), reasons=why, scores=v,
+        codes = np.where(chosen, "selected", np.where(~dropped, "budget_reached", np.where(
+            below if self.threshold is not None else False, "below_threshold", "lowest_fraction")))
+        return Selection(indices=idx.astype(np.int64), reasons=why, scores=v, reason_codes=codes.astype(object),
                          info={"dropped": int(dropped.sum()), "survivors": len(keep)})

@@ -11,18 +11,23 @@ import pytest
 from curation.exceptions import CurationError
 from curation.publish import latest_version, list_versions, publish_version, resolve_version, verify_version
 from curation.report import format_table, query, summarize
+from curation.report_schema import validate_report
 
 
 def report_frame():
-    return pl.DataFrame({
-        "id": ["a", "b", "c", "d", "e"],
-        "source": ["s"] * 5,
-        "group": ["x", "x", "y", "y", "x"],
-        "cluster": [0, 1, 1, None, 0],
-        "selected": [True, False, True, False, False],
-        "selected_rank": [0, None, 1, None, None],
-        "reason": ["r", "r", "r", "skipped: null_text", "r"],
-    })
+    return validate_report(pl.DataFrame({
+        "id": ["a", "b", "c", "d", "e", "f"],
+        "source": ["s"] * 6,
+        "group": ["x", "x", "y", "y", "x", "y"],
+        "cluster": [0, 1, 1, None, 0, None],
+        "selected": [True, False, True, False, False, False],
+        "selected_rank": [0, None, 1, None, None, None],
+        "status": ["selected", "not_selected", "selected", "skipped", "not_selected", "reference"],
+        "reason_code": ["selected", "not_selected", "selected", "skipped_null_text", "not_selected",
+                        "reference_fraction"],
+        # the reason text is deliberately uninformative: the summary must not need it
+        "reason": ["r"] * 6,
+    }))
 
 
 def test_publish_layout_checksums_and_latest(tmp_path):
@@ -74,8 +79,8 @@ def test_resolve_version_errors(tmp_path):
 
 def test_summary_counts_groups_clusters_and_skips():
     s = summarize(report_frame(), budget=2, k=3)
-    assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "reference": 0,
-                           "skipped": {"skipped: null_text": 1}}
+    assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "reference": 1,
+                           "skipped": {"skipped_null_text": 1}}
     assert s["clusters"] == {"k": 3, "covered": 2, "coverage": round(2 / 3, 4), "silhouette": None}
     groups = {g["group"]: g for g in s["groups"]}
     assert groups["x"] == {"group": "x", "pool": 3, "pool_share": 0.75, "selected": 1, "selected_share": 0.5}

@@ -110,12 +110,15 @@ def test_null_and_non_utf8_rows_are_skipped_and_counted(project, capsys):
     version = Path(out.strip().splitlines()[-1])
     report = pl.read_parquet(version / "report.parquet")
     assert report.height == 5 and report["selected"].sum() == 3
-    skipped = dict(zip(*report.filter(pl.col("cluster").is_null()).select("id", "reason").to_dict(as_series=False).values()))
-    # an empty CSV field is null text; a non-UTF-8 one is invalid_utf8
-    assert skipped == {"2": "skipped: null_text", "3": "skipped: invalid_utf8"}
+    skipped = report.filter(pl.col("status") == "skipped").sort("id")
+    # an empty CSV field is null text; a non-UTF-8 one is invalid_utf8 (the human reason is unchanged)
+    assert skipped.select("id", "reason_code", "reason").rows() == [
+        ("2", "skipped_null_text", "skipped: null_text"), ("3", "skipped_invalid_utf8", "skipped: invalid_utf8")]
+    assert skipped["cluster"].is_null().all()
     manifest = json.loads((version / "manifest.json").read_text())
-    assert manifest["summary"]["budget"]["skipped"] == {"skipped: invalid_utf8": 1, "skipped: null_text": 1}
-    assert "skipped rows: skipped: invalid_utf8=1, skipped: null_text=1" in out
+    assert manifest["summary"]["budget"]["skipped"] == {"skipped_invalid_utf8": 1, "skipped_null_text": 1}
+    assert manifest["counts"]["skipped"] == 2 and manifest["counts"]["pool"] == 3
+    assert "skipped rows: skipped_invalid_utf8=1, skipped_null_text=1" in out
 
 
 def test_failed_run_keeps_previous_version(project, capsys):
@@ -162,5 +165,5 @@ def test_tabular_source_end_to_end(tmp_path, monkeypatch, ray_session, prefect_a
     sizes = dict(report.group_by("group").len().iter_rows())
     for g, c in counts.iter_rows():
         assert c >= min(20, sizes[g])  # the floor (or the whole group when smaller)
-    usable = report.filter(pl.col("cluster").is_not_null())
+    usable = report.filter(pl.col("status").is_in(["selected", "not_selected"]))
     assert set(usable["label"].unique()) == {0, 1} and len(sizes) == 6

@@ -44,5 +44,5 @@ def test_group_adaptive_maxmin_on_adult(tmp_path, monkeypatch, adult_sample, ray
     assert counts == {k: g["n"] for k, g in groups.items() if g["n"]}
     assert picked["allocation_step"].min() == 1
     assert "group errors (maxmin, adaptive allocation" in out and "predicted_error" in out
-    held = report.filter(pl.col("reason").str.starts_with("reference:"))
+    held = report.filter(pl.col("status") == "reference")
     assert held.height == manifest["counts"]["reference"] > 0 and held["group"].n_unique() >= 8

@@ -32,7 +32,8 @@ def test_quad_with_influence_against_a_held_out_fraction(tmp_path, monkeypatch, 
     out = capsys.readouterr().out
     version = Path(out.strip().splitlines()[-1])
     report = pl.read_parquet(version / "report.parquet")
-    held = report.filter(pl.col("reason").str.starts_with("reference:"))
+    held = report.filter(pl.col("status") == "reference")
+    assert (held["reason_code"] == "reference_fraction").all()
     n = pl.read_parquet(evals_sample).height
     assert held.height == round(0.2 * n) and not held["selected"].any() and held["cluster"].is_null().all()
     assert held["label"].n_unique() == 7  # stratified by task
@@ -50,6 +51,10 @@ def test_quad_with_influence_against_a_held_out_fraction(tmp_path, monkeypatch, 
     assert f"reference rows (held out of selection): {held.height}" in out and "scorer influence:" in out
     picked = report.filter(pl.col("selected"))
     assert (picked["probe_score"] > 0).all()  # tau 0: only chunks whose probes lowered the reference loss
+    # Quad's own reason codes: every pulled-but-unpicked row is in a rejected or trimmed chunk
+    unpicked = report.filter(pl.col("status") == "not_selected")
+    assert set(unpicked["reason_code"]) <= {"chunk_rejected", "chunk_not_reached", "budget_reached"}
+    assert (unpicked.filter(pl.col("reason_code") == "chunk_rejected")["probe_score"] <= 0).all()
 
 
 @pytest.mark.slow
@@ -77,8 +82,10 @@ def test_reference_file_with_knn_shapley_drops_duplicates_of_reference_rows(tmp_
     assert main(["build", "tab.yaml"]) == 0
     version = Path(capsys.readouterr().out.strip().splitlines()[-1])
     report = pl.read_parquet(version / "report.parquet")
-    assert report.filter(pl.col("reason").str.starts_with("reference:")).height == 31
-    assert report.filter(pl.col("reason") == "skipped: duplicate_of_reference").height == 30
+    assert report.filter((pl.col("status") == "reference") & (pl.col("reason_code") == "reference_file")).height == 31
+    assert report.filter((pl.col("status") == "skipped")
+                         & (pl.col("reason_code") == "skipped_duplicate_of_reference")).height == 30
+    assert report.filter(pl.col("reason") == "skipped: duplicate_of_reference").height == 30  # the human text as before
     assert report.filter(pl.col("selected")).height == 100
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["counts"] == {**manifest["counts"], "pool": n - 30, "reference": 31, "skipped": 30}

@@ -32,7 +32,7 @@ def test_knn_shapley_values_and_value_threshold_on_real_prompts(tmp_path, monkey
     out = capsys.readouterr().out
     version = Path(out.strip().splitlines()[-1])
     report = pl.read_parquet(version / "report.parquet")
-    pool = report.filter(pl.col("cluster").is_not_null())
+    pool = report.filter(pl.col("status").is_in(["selected", "not_selected"]))
     assert pool["value"].null_count() == 0 and pool["value_stderr"].null_count() == pool.height  # exact: no stderr
     # efficiency: the values sum to the mean KNN accuracy on the held-out rows, a share in [0, 1]
     assert 0 < pool["value"].sum() <= 1
@@ -74,7 +74,8 @@ def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_sess
     }))
     assert main(["build", "tmc.yaml"]) == 0
     version = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    report = pl.read_parquet(version / "report.parquet").filter(pl.col("cluster").is_not_null()).sort("id")
+    full = pl.read_parquet(version / "report.parquet")
+    report = full.filter(pl.col("status").is_in(["selected", "not_selected"])).sort("id")
     ids = [f"r{i}" for i in range(n)]
     values = dict(zip(report["id"], report["value"]))
     v = np.array([values[i] for i in ids])
@@ -82,5 +83,9 @@ def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_sess
     assert report["value_stderr"].null_count() == 0  # Monte Carlo: every value has a standard error
     selected = set(report.filter(pl.col("selected"))["id"])
     assert not selected & {i for i, f in zip(ids, flipped) if values[i] < 0 and f}  # harmful items dropped
+    # the validation file's rows are reference rows; the selector's codes say why a row was dropped
+    assert full.filter(pl.col("status") == "reference")["reason_code"].unique().to_list() == ["reference_file"]
+    below = report.filter(pl.col("reason_code") == "below_threshold")
+    assert below.height and (below["value"] < 0).all() and not below["selected"].any()
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["valuation"]["method"] == "tmc_shapley" and manifest["valuation"]["permutations"] <= 40
