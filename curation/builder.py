@@ -65,7 +65,7 @@ STAGE_VERSIONS = {"ingest": 1, "embed": 1, "cluster": 1, "value": 1, "select": 2
 STAGE_READS = {
     "ingest": "sources, groups, the held-out set (reference or value.validation), seed when a fraction is held out; "
               "the content (sha256) of every input file",
-    "embed": "embed.model, embed.normalize, embed.max_seq_length (text) or the feature columns (tabular)",
+    "embed": "the text embedder's id (model content hash, max_seq_length, normalize) or the feature columns",
     "cluster": "cluster, seed, whether vectors are spherical",
     "value": "value (without validation), seed",
     "select": "select, groups, seed",
@@ -299,17 +299,21 @@ class Builder:
     def embed(self, ingested: Ingested) -> Embedded:
         """One vector per pool row and held-out row: the text embedder, or the tabular encoder."""
         r = self.recipe
+        embedder = None
         if r.is_text:
-            sections = {"embed": {k: getattr(r.embed, k) for k in ("model", "normalize", "max_seq_length")}}
+            cfg = r.embed
+            embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
+                                          max_seq_length=cfg.max_seq_length)
+            # the embedder's id names its vector space by the model's content hash: model files
+            # replaced in place (or a re-distilled static model) are a new key, not a stale reuse
+            sections = {"embed": {"embedder": embedder.id}}
         else:
             sections = {"features": [s.features for s in r.sources]}
 
         def produce(out: Path) -> dict[str, Any]:
             items, held = ingested.items(), ingested.reference()
-            if r.is_text:
+            if embedder is not None:
                 cfg = r.embed
-                embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
-                                              max_seq_length=cfg.max_seq_length)
                 texts = items["__text"].to_list() + (held["__text"].to_list() if held is not None else [])
                 X, counts = pipeline.embed_texts(texts, embedder, cache=EmbeddingCache(cache_dir(r), embedder.id),
                                                  map_chunks=lambda chunks: self.map_chunks(embedder, chunks),

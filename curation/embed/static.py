@@ -69,6 +69,7 @@ import numpy as np
 
 from curation.embed.base import Embedder
 from curation.embed.sentence_transformers import resolve_model_path
+from curation.progress import progress
 
 RECIPE_VERSION = 1  # bump when the distillation code changes what it produces
 WEIGHTINGS = ("sif", "log-rank", "none")
@@ -189,13 +190,16 @@ def token_vectors(base_path: str, settings: DistillSettings) -> tuple[object, in
     if settings.pca_dims > dim:
         raise ValueError(f"pca_dims={settings.pca_dims} is larger than the base model's dimension {dim}")
     out = np.empty((len(ids), dim), dtype=np.float32)
-    with torch.inference_mode():
+    # the one slow step of a first run (~20 s on 2 cores): say so, once per model and machine
+    with torch.inference_mode(), progress(len(ids), f"distilling static-minilm from {settings.base} (once)",
+                                          unit="tokens") as bar:
         for s in range(0, len(ids), settings.batch_size):
             b = torch.from_numpy(ids[s : s + settings.batch_size])
             x = torch.stack([torch.full_like(b, bos), b, torch.full_like(b, eos)], dim=1)
             hidden = model(input_ids=x, attention_mask=torch.ones_like(x),
                            token_type_ids=torch.zeros_like(x)).last_hidden_state
             out[s : s + len(b)] = hidden.mean(dim=1).numpy()
+            bar(len(b))
     tokenizer.no_padding()
     tokenizer.no_truncation()  # the embedder sets truncation from max_seq_length at load time
     return tokenizer, n, ids, out
