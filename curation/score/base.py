@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
 from curation.exceptions import InvalidParameterError
+from curation.random import int_seed
 from curation.types import Pool
 
 
@@ -52,8 +54,14 @@ class QualityScorer(ABC):
         return f"{type(self).__name__}()"
 
 
-def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualityScorer:
+def build_scorer(spec: str | dict[str, Any] | QualityScorer | None, *,
+                 rng: np.random.Generator | None = None) -> QualityScorer:
     """A scorer from a recipe value (see the package docstring); None means constant.
+
+    ``rng``: the selector's generator. A scorer that takes a ``seed`` (``influence``: its proxy's
+    training sample) gets one drawn from it unless the spec sets ``seed`` itself, so the recipe's
+    seed decides the scorer's randomness too. Scorers without a ``seed`` draw nothing: their
+    selectors' streams stay as they were.
 
     Raises:
         InvalidParameterError: an unknown name (the message lists the known ones) or bad options.
@@ -81,7 +89,10 @@ def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualitySc
     if name not in QualityScorer.registry:
         known = ", ".join(sorted(set(QualityScorer.registry) - {"python"}) + ["python:module:function"])
         raise InvalidParameterError(f"Unknown quality scorer {name!r}. Known scorers: {known}.")
+    cls = QualityScorer.registry[name]
+    if rng is not None and "seed" not in opts and "seed" in inspect.signature(cls.__init__).parameters:
+        opts["seed"] = int_seed(rng)
     try:
-        return QualityScorer.registry[name](**opts)
+        return cls(**opts)
     except TypeError as exc:
         raise InvalidParameterError(f"quality scorer {name!r}: {exc}") from None
