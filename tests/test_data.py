@@ -4,12 +4,17 @@ standardises them instead of one-hot encoding every distinct value."""
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import polars as pl
 import yaml
-from conftest import ADULT, ROOT
 
 from curation.embed.tabular import TabularEncoder
+
+# as in tests/conftest.py (importing it by name is ambiguous: tests/flows has a conftest too)
+ROOT = Path(__file__).resolve().parents[1]
+ADULT = ROOT / "data" / "adult.parquet"
+
 
 NUMERIC = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
 CATEGORICAL = ["workclass", "education", "marital_status", "occupation", "relationship", "race", "sex",

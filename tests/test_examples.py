@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
 
 from curation.recipe import load_recipe
+
+# as in tests/conftest.py (importing it by name is ambiguous: tests/flows has a conftest too)
+ROOT = Path(__file__).resolve().parents[1]
+
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
