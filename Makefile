@@ -27,7 +27,8 @@ data: $(DATA)
 data/evals_prompts.parquet: | $(VENV)/.installed
 	$(VPY) infra/data/fetch_evals.py --out $@
 
-data/adult.parquet: | $(VENV)/.installed
+# the script as a prerequisite: after it changes, it runs again (it refetches only what is stale)
+data/adult.parquet: infra/data/fetch_fairness.py | $(VENV)/.installed
 	$(VPY) infra/data/fetch_fairness.py --out data
 
 # The quickstart: static-minilm vectors (distilled once from the packaged MiniLM), ~1-2 min on 2 cores.

@@ -1,40 +1,122 @@
-"""The ``curate`` command line.
+"""The ``curate`` command line (typer; rich formats ``--help``).
 
     curate build RECIPE [--out ROOT] [--set a.b=c ...]
-    curate report DATASET_DIR [--version vNNNN] [--sql "SELECT ..."] [--format table|csv|json]
+    curate report DATASET_DIR [--version vNNNN] [--sql "SELECT ..."] [--format table|csv|json] [--html PATH]
+    curate schema
+    curate --version
 
 ``build`` prints the summary, then the version directory as the last line of stdout.
-Errors in the recipe or the data print one clear message (no traceback) and exit with 2.
+Errors in the recipe, the data or the command line print one line starting ``error:`` on
+stderr (no traceback) and exit with 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 EXIT_USAGE = 2
-# Set before Prefect or the model load: no hub downloads, no telemetry from the temporary server.
+# Set before Prefect or the model load: no hub downloads, no telemetry from the temporary server,
+# and DO_NOT_TRACK turns off Prefect's client-side telemetry (and its first-run notice).
 QUIET_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
 }
 
+# Epilogs: typer's rich help joins single line breaks, so examples are separated by blank lines.
+BUILD_EXAMPLES = """Examples:
 
-def _build(args: argparse.Namespace) -> int:
+  curate build examples/instructions.yaml
+
+  curate build examples/tabular.yaml --out /tmp/out --set select.budget=500 --set seed=1
+"""
+REPORT_EXAMPLES = """Examples:
+
+  curate report out/instruction-mix
+
+  curate report out/instruction-mix --version v0001 --format json
+
+  curate report out/instruction-mix --sql "SELECT task, COUNT(*) n FROM selected GROUP BY task" --format csv
+
+  curate report out/instruction-mix --html report.html
+"""
+SCHEMA_EXAMPLES = """Examples:
+
+  curate schema > recipe.schema.json
+"""
+MAIN_EXAMPLES = """Examples:
+
+  curate build examples/instructions.yaml
+
+  curate report out/instruction-mix
+
+  curate schema
+"""
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+# pretty_exceptions off: an unexpected error should show a plain traceback, a user error one line
+# (main() turns those into `error: ...`); rich would print a multi-line framed panel for both.
+app = typer.Typer(
+    name="curate",
+    help="Build diverse, equitable training sets.",
+    epilog=MAIN_EXAMPLES,
+    add_completion=False,
+    no_args_is_help=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import curation
+
+        print(f"curate {curation.__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Build diverse, equitable training sets."""
+
+
+@app.command("build", help="Run a recipe and publish a new version.", epilog=BUILD_EXAMPLES)
+def _build(
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="path to the recipe YAML")],
+    out: Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field, e.g. select.budget=500 (repeatable)"),
+    ] = None,
+) -> int:
     from curation.recipe import load_recipe
 
-    overrides = list(args.set or [])
-    if args.out:
-        overrides.append(f"output.root={args.out}")
-    recipe = load_recipe(args.recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
+    overrides = list(set_ or [])
+    if out:
+        overrides.append(f"output.root={out}")
+    recipe = load_recipe(recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
 
     from curation.builder import preflight
     from curation.report import format_summary, load_manifest
@@ -46,6 +128,7 @@ def _build(args: argparse.Namespace) -> int:
 
     version_dir = curate(recipe.model_dump(mode="json"))
     manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
+    # plain print, not rich: scripts and tests parse this, and the last line must be the path
     print(format_summary(manifest))
     print(version_dir)
     return 0
@@ -71,28 +154,38 @@ def hide_tracebacks_of_user_errors() -> None:
                 handler.addFilter(_UserErrorFilter())
 
 
-def _report(args: argparse.Namespace) -> int:
+@app.command("report", help="Summary of a version, or SQL over its report.", epilog=REPORT_EXAMPLES)
+def _report(
+    dataset_dir: Annotated[str, typer.Argument(metavar="DATASET_DIR", help="<output.root>/<name>")],
+    version: Annotated[str | None, typer.Option("--version", help="vNNNN (default: LATEST)")] = None,
+    sql: Annotated[str | None, typer.Option("--sql", help="polars SQL over the tables `report` and `selected`")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="output format")] = Format.table,
+    html: Annotated[
+        str | None, typer.Option("--html", metavar="PATH", help="write an HTML report (tables and plots) to PATH")
+    ] = None,
+) -> int:
     from curation.report import format_summary, format_table, load_manifest, query
 
-    if args.sql:
-        df = query(args.dataset_dir, args.sql, args.version)
-        if args.format == "csv":
+    fmt_name = fmt.value
+    if sql:
+        df = query(dataset_dir, sql, version)
+        if fmt_name == "csv":
             sys.stdout.write(df.write_csv())
-        elif args.format == "json":
+        elif fmt_name == "json":
             print(json.dumps(df.to_dicts(), default=str, indent=None))
         else:
             print(format_table(df))
         return 0
-    if args.html:
+    if html:
         from curation.html_report import render_html
 
-        Path(args.html).write_text(render_html(args.dataset_dir, args.version), encoding="utf-8")
-        print(args.html)
+        Path(html).write_text(render_html(dataset_dir, version), encoding="utf-8")
+        print(html)
         return 0
-    manifest = load_manifest(args.dataset_dir, args.version)
-    if args.format == "json":
+    manifest = load_manifest(dataset_dir, version)
+    if fmt_name == "json":
         print(json.dumps(manifest["summary"], default=str))
-    elif args.format == "csv":
+    elif fmt_name == "csv":
         import polars as pl
 
         sys.stdout.write(pl.DataFrame(manifest["summary"]["groups"]).write_csv())
@@ -101,32 +194,48 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="curate", description="Build diverse, equitable training sets.")
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="run a recipe and publish a new version")
-    b.add_argument("recipe", help="path to the recipe YAML")
-    b.add_argument("--out", help="output root (overrides output.root)")
-    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe field, e.g. select.budget=500")
-    b.set_defaults(func=_build)
-    r = sub.add_parser("report", help="summary of a version, or SQL over its report")
-    r.add_argument("dataset_dir", help="<output.root>/<name>")
-    r.add_argument("--version", help="vNNNN (default: LATEST)")
-    r.add_argument("--sql", help="polars SQL over the tables `report` and `selected`")
-    r.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    r.add_argument("--html", metavar="PATH", help="write an HTML report (tables and plots) to PATH")
-    r.set_defaults(func=_report)
-    return p
+def recipe_schema_json() -> str:
+    """The recipe's JSON Schema (:func:`curation.recipe.recipe_json_schema`) as indented JSON."""
+    from curation.recipe import recipe_json_schema
+
+    return json.dumps(recipe_json_schema(), indent=2)
+
+
+@app.command("schema", help="Print the recipe's JSON Schema (for editors and validators).", epilog=SCHEMA_EXAMPLES)
+def _schema() -> int:
+    text = recipe_schema_json()
+    if sys.stdout.isatty():  # colour helps a person reading it; a pipe or file gets plain JSON
+        from rich.console import Console
+
+        Console().print_json(text, indent=2)
+    else:
+        print(text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    """The entry point (console script and tests): returns the exit code, never calls sys.exit."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
     from curation.exceptions import CurationError
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = typer.main.get_command(app)
     try:
-        return args.func(args)
+        # standalone_mode=False: click raises instead of printing a framed panel and exiting, and
+        # returns the command's value; --help and --version come back as their exit code (0)
+        rv = command.main(args=args, prog_name="curate", standalone_mode=False)
+    except typer.TyperException as exc:
+        # typer's (vendored click) usage errors: unknown command or option, bad --format, missing
+        # argument. exit_code is 2 for those; point at the help of the command that was misused.
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "curate"
+        msg = exc.format_message().replace("Value error, ", "")  # pydantic's prefix on a bad choice
+        print(f"error: {msg} (see `{where} --help`)", file=sys.stderr)
+        return exc.exit_code
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
     except (CurationError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
@@ -136,6 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         raise
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

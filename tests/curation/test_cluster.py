@@ -17,15 +17,34 @@ def test_two_obvious_clusters(seed):
     np.testing.assert_allclose(centroids, [[1 / 3, 1 / 3], [31 / 3, 31 / 3]], rtol=1e-5)
 
 
-def test_matches_a_numpy_lloyd_reference_from_the_same_start():
+def numpy_lloyd(X: np.ndarray, centroids: np.ndarray, niter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Textbook Lloyd's k-means in float64: ``niter`` rounds of (assign to the nearest centroid,
+    move each centroid to its members' mean), then the final assignment."""
+    X, C = X.astype(np.float64), centroids.astype(np.float64)
+    for _ in range(niter):
+        labels = ((X[:, None] - C[None]) ** 2).sum(-1).argmin(1)
+        C = np.stack([X[labels == j].mean(0) for j in range(len(C))])
+    return ((X[:, None] - C[None]) ** 2).sum(-1).argmin(1), C
+
+
+@pytest.mark.parametrize("niter", [3, 10])
+def test_matches_a_numpy_lloyd_reference_from_the_same_start(monkeypatch, niter):
+    import curation.cluster.faiss_kmeans as fk
+
+    # overlapping blobs: Lloyd is far from converged after a few rounds, so every round counts
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(c, 0.5, (100, 4)) for c in (0, 5, 10)]).astype(np.float32)
-    km = FaissKMeans(3, niter=25).fit(X, rng=np.random.default_rng(1))
-    # Lloyd from faiss's own centroids must be a fixed point: re-assigning and averaging moves nothing
-    labels = ((X[:, None, :] - km.centroids_[None]) ** 2).sum(-1).argmin(1)
-    np.testing.assert_array_equal(labels, km.labels_)
-    means = np.stack([X[labels == j].mean(0) for j in range(3)])
-    np.testing.assert_allclose(means, km.centroids_, atol=1e-4)
+    X = np.concatenate([rng.normal(c, 1.5, (150, 4)) for c in (0, 2.5, 5, 7.5)]).astype(np.float32)
+    starts = []
+    seeding = fk.kmeans_plusplus
+    monkeypatch.setattr(fk, "kmeans_plusplus", lambda *a, **kw: starts.append(seeding(*a, **kw)) or starts[-1])
+    km = FaissKMeans(4, niter=niter).fit(X, rng=np.random.default_rng(1))
+    assert len(starts) == 1  # one k-means++ start (nredo=1): the reference starts from it too
+    labels, centroids = numpy_lloyd(X, starts[0], niter)
+    np.testing.assert_array_equal(km.labels_, labels)
+    np.testing.assert_allclose(km.centroids_, centroids, atol=1e-4)
+    # the comparison can tell: one round fewer gives other centroids and labels
+    fewer_labels, fewer = numpy_lloyd(X, starts[0], niter - 1)
+    assert (fewer_labels != labels).any() and np.abs(fewer - centroids).max() > 1e-2
 
 
 def test_same_seed_same_clusters_and_sampled_fit():

@@ -69,10 +69,40 @@ def test_overrides_are_parsed_as_yaml_and_validated(tmp_path):
         load_recipe(p, ["sources.5.path=x"])
 
 
-def test_recipe_hash_changes_with_any_field(tmp_path):
+@pytest.mark.parametrize("override", [
+    "seed=2",                       # top level
+    "cluster.k=33",                 # a nested field
+    "sources.0.path=other.parquet", # a field of a list item
+    "groups=[lang, task]",          # a list
+    "select.mode=proportional",     # a selector parameter
+    "select.budget=1199",
+    "embed.model=hashing",
+])
+def test_recipe_hash_changes_with_any_field(tmp_path, override):
     p = write(tmp_path, ISSUE_TEXT_RECIPE)
-    assert load_recipe(p).sha256() == load_recipe(p).sha256()
-    assert load_recipe(p).sha256() != load_recipe(p, ["seed=2"]).sha256()
+    base = load_recipe(p)
+    assert base.sha256() == load_recipe(p).sha256()
+    changed = load_recipe(p, [override])
+    assert changed.canonical_json() != base.canonical_json()
+    assert changed.sha256() != base.sha256()
+
+
+def test_recipe_hash_ignores_key_order_and_comments(tmp_path):
+    import yaml
+
+    p = write(tmp_path, ISSUE_TEXT_RECIPE)
+    data = yaml.safe_load(p.read_text())
+
+    def reverse(node):  # every mapping's keys in reverse order (lists keep their order: it means something)
+        if isinstance(node, dict):
+            return {k: reverse(node[k]) for k in reversed(list(node))}
+        return [reverse(v) for v in node] if isinstance(node, list) else node
+
+    shuffled = reverse(data)
+    assert list(shuffled) != list(data) and list(shuffled["sources"][0]) != list(data["sources"][0])
+    q = tmp_path / "reordered.yaml"
+    q.write_text(yaml.safe_dump(shuffled, sort_keys=False))  # also drops the comments
+    assert load_recipe(q).sha256() == load_recipe(p).sha256() == load_recipe(shuffled).sha256()
 
 
 @pytest.mark.parametrize("override,match", [

@@ -130,3 +130,48 @@ def test_value_scorer_reads_the_value_stage():
     np.testing.assert_array_equal(s.score(p, np.array([3, 1])), [2.0, -1.0])
     with pytest.raises(DataError, match="add a `value:` section"):
         build_scorer("value").score(pool())
+
+
+# ------------------------------------------------------------ the recipe seed reaches the scorer
+def test_build_scorer_seeds_influence_from_the_selector_rng():
+    pool = reference_pool()
+    spec = {"name": "influence", "fit_rows": 50}  # a 50-row sample of 400: the seed picks the rows
+    a, a_again, b = (build_scorer(spec, rng=np.random.default_rng(s)) for s in (0, 0, 1))
+    assert a.seed == a_again.seed != b.seed
+    np.testing.assert_array_equal(a.score(pool), a_again.score(pool))
+    assert not np.allclose(a.score(pool), b.score(pool))
+    assert a.facts()["train_loss"] != b.facts()["train_loss"]
+
+
+def test_build_scorer_keeps_an_explicit_seed_and_draws_nothing_for_unseeded_scorers():
+    rng = np.random.default_rng(0)
+    assert build_scorer({"name": "influence", "seed": 5}, rng=rng).seed == 5
+    state = rng.bit_generator.state
+    build_scorer("length", rng=rng)
+    build_scorer({"name": "knn-shapley", "k": 3}, rng=rng)
+    assert rng.bit_generator.state == state  # selectors without a seeded scorer keep their stream
+
+
+@pytest.mark.parametrize("selector", ["quad", "kmq"])
+def test_recipe_seed_decides_the_influence_proxy_in_selectors(selector):
+    from dataclasses import replace
+
+    from curation.builder import stage_rng
+    from curation.select import QuadSelector
+
+    pool = replace(reference_pool(), clusters=np.arange(400) % 4)
+    spec = {"name": "influence", "fit_rows": 50}
+
+    def run(recipe_seed):
+        sel = (QuadSelector(scorer=spec, clusters_per_round=2, probe=5, chunk=20, tau=-1.0) if selector == "quad"
+               else KMQSelector(quality=spec))
+        out = sel.select(pool, 40, rng=stage_rng(recipe_seed, "select"))  # the rng the build gives the selector
+        return out, (out.info["scorer"] if selector == "quad" else out.columns["quality"])
+
+    (sel_a, a), (sel_a2, a2), (_, b) = run(0), run(0), run(1)
+    np.testing.assert_array_equal(sel_a.indices, sel_a2.indices)
+    if selector == "quad":  # the proxy's fit (train loss) is a function of its seeded training sample
+        assert a == a2 and a["train_loss"] != b["train_loss"]
+    else:  # kmq scores the whole pool: the influence scores themselves
+        np.testing.assert_array_equal(a, a2)
+        assert not np.allclose(a, b)

@@ -48,17 +48,33 @@ def test_no_duplicates_budget_and_determinism(seed):
     assert a.info["scorer_calls"] == a.info["pulls"] * 3
 
 
-def test_one_cluster_emits_the_accepted_chunks_in_chunk_order():
+def test_one_cluster_takes_exactly_the_chunks_whose_probe_mean_is_positive(seed):
+    # probe == chunk: each chunk's reward is the exact mean of its 5 items; one cluster, one pull
+    # per round, so the `round` column names each item's chunk (whatever order Quad walks in)
     pool = make_pool(1, 30)
-    sel_pool_order = np.random.default_rng(0).permutation(30)  # the order Quad walks the cluster in
-    # chunk j (5 items of that order) is good iff j is even
-    vals = np.zeros(30)
-    for j in range(6):
-        vals[sel_pool_order[j * 5 : (j + 1) * 5]] = 1.0 if j % 2 == 0 else -1.0
-    sel = quad(vals, clusters_per_round=1).select(pool, 30, rng=np.random.default_rng(0))
-    expected = np.concatenate([sel_pool_order[j * 5 : (j + 1) * 5] for j in (0, 2, 4)])
-    np.testing.assert_array_equal(sel.indices, expected)
-    assert sel.info["accepted_chunks"] == 3 and len(sel.indices) == 15  # under-fills rather than pads
+    vals = np.random.default_rng(seed).choice([-1.0, 1.0], 30)
+    sel = quad(vals, clusters_per_round=1, probe=5).select(pool, 30, rng=np.random.default_rng(seed))
+    rounds = sel.columns["round"]
+    assert sorted(np.bincount(rounds)[1:].tolist()) == [5] * 6  # six chunks of five, every item pulled once
+    good = [r for r in range(1, 7) if vals[rounds == r].mean() > 0]
+    for r in range(1, 7):
+        chunk = rounds == r
+        np.testing.assert_allclose(sel.columns["probe_score"][chunk], vals[chunk].mean())
+        assert sel.columns["chunk_accepted"][chunk].all() == (r in good)
+    # the selection is the accepted chunks, in the order they were accepted; never padded
+    assert set(sel.indices.tolist()) == set(np.flatnonzero(np.isin(rounds, good)).tolist())
+    assert np.all(np.diff(rounds[sel.indices]) >= 0)
+    assert sel.info["accepted_chunks"] == len(good) and len(sel.indices) == 5 * len(good)
+
+
+def test_known_answer_good_cluster_whole_bad_cluster_never(seed):
+    # cluster 0 scores +1 everywhere, cluster 1 -1: whatever the order, the answer is cluster 0
+    pool = make_pool(2, 30)
+    vals = np.where(pool.clusters == 0, 1.0, -1.0)
+    sel = quad(vals, clusters_per_round=1).select(pool, 30, rng=np.random.default_rng(seed))
+    assert sorted(sel.indices.tolist()) == list(range(30))
+    assert sel.info["accepted_chunks"] == 6
+    assert sel.info["clusters_covered"] == 1
 
 
 def test_alpha_zero_without_propagation_is_greedy():
