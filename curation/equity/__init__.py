@@ -1,4 +1,4 @@
-"""Equitable allocation of a data-collection budget across groups (ALGORITHMS.md §3 and §6).
+"""Equitable allocation of a data-collection budget across groups (docs/methods/group-adaptive.md).
 
 * :mod:`curation.equity.curves`: per-group learning curves (:class:`PowerLaw`,
   :class:`TwoTerm`) and their fitters.

@@ -1,4 +1,4 @@
-"""Sequential (adaptive) allocation when the learning curves are unknown (ALGORITHMS.md §3.3).
+"""Sequential (adaptive) allocation when the learning curves are unknown (docs/methods/group-adaptive.md#algorithms).
 
 The loop buys data in small batches and learns each group's curve from the data bought so
 far (a library reconstruction matching the abstract of Cai et al., FAccT 2023; see §3.1):
@@ -169,7 +169,7 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
         objective: ``"maxmin"`` (minimise the worst group's error) or ``"weighted"``
             (minimise ``Σ w_g e_g``).
         weights: ``w`` for the weighted objective / MaxMin's weighted-sum secondary (default
-            uniform; pass the population shares for ALGORITHMS.md's default).
+            uniform; pass the population shares for the paper's default).
         n0: pilot samples per group (capped at capacity).
         step_frac: budget of one batch as a fraction of ``B``.
         fractions: subsample fractions for the learning curves (1.0 is always added).

@@ -1,6 +1,6 @@
 """Learning-curve models for per-group error and how to fit them.
 
-Two families (ALGORITHMS.md §3.2):
+Two families (docs/methods/group-adaptive.md#the-problem):
 
 * :class:`PowerLaw` (model (a)): ``e(n) = a · n^(−b) + c`` with ``a > 0``, ``b > 0`` and an
   asymptote (irreducible error, "floor") ``c ≥ 0``. It is what the static optimisers in

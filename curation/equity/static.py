@@ -1,6 +1,6 @@
 """Static allocation of a data-collection budget across groups when the learning curves are known.
 
-Setting (ALGORITHMS.md §3.2): groups g = 0..G−1 with power-law error curves
+Setting (docs/methods/group-adaptive.md#the-problem): groups g = 0..G−1 with power-law error curves
 ``e_g(n) = a_g n^(−b_g) + c_g`` (:class:`~curation.equity.curves.PowerLaw`), a cost per sample
 ``κ_g > 0`` and a budget ``B``; an allocation ``n ∈ ℝ^G_{≥0}`` is feasible when
 ``Σ_g κ_g n_g ≤ B`` (and ``minimum_g ≤ n_g ≤ capacity_g`` when those are given).
@@ -199,8 +199,8 @@ def weighted_optimum(curves: Sequence[CurveLike], costs: Any, budget: float, wei
         curves: one :class:`PowerLaw` (or its ``to_dict()``) per group.
         costs: cost per sample of each group, > 0.
         budget: total budget ``B`` (same unit as ``costs``).
-        weights: ``w_g ≥ 0``. **Default: uniform** (every group counts the same). ALGORITHMS.md
-            §3.2 makes the population shares ``π`` the utilitarian default; this module does
+        weights: ``w_g ≥ 0``. **Default: uniform** (every group counts the same). The paper
+            (docs/methods/group-adaptive.md#the-problem) makes the population shares ``π`` the utilitarian default; this module does
             not know ``π``, so pass ``weights=shares`` for that objective.
         capacity: optional upper bounds (samples available per group).
         minimum: optional lower bounds (e.g. a pilot already bought).

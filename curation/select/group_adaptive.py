@@ -5,7 +5,7 @@ per-group error of a proxy learner (logistic regression on the embeddings by def
 measured on the held-out ``reference`` rows of each group. ``allocation`` picks how many items
 each group gets (:mod:`curation.equity`):
 
-* ``adaptive`` (default): the sequential loop of ALGORITHMS.md §3.3: a pilot of ``n0`` items
+* ``adaptive`` (default): the sequential loop of docs/methods/group-adaptive.md#adaptive-allocation: a pilot of ``n0`` items
   per group, then batches of ``step_frac`` of the budget, each going to the group the fitted
   learning curves say needs it most (``objective: maxmin``: re-plan the MaxMin optimum and buy
   for the largest deficit; ``weighted``: the largest marginal gain per cost);

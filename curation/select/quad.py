@@ -12,7 +12,7 @@ matrix), and the scores are refreshed:
 * ``ucb="paper"``: ``CS_i = Ī_i + α·sqrt(2·ln Σ_j T_j / T_i)`` over each cluster's own pulls
   (unpulled clusters first).
 
-Library defaults follow ALGORITHMS.md §1.4: only accepted chunks are emitted; the probe is
+Library defaults (docs/methods/quad.md#the-algorithm): only accepted chunks are emitted; the probe is
 drawn from the chunk it judges; a last, shorter chunk may be pulled; the last accepted chunk is
 trimmed so the selection never exceeds the budget. Only probed items are scored
 (``info["scorer_calls"]``). When no chunk is good enough, Quad returns fewer items than the

@@ -1,4 +1,4 @@
-"""G-Shapley: Data Shapley from one epoch of SGD per permutation (Ghorbani & Zou 2019; ALGORITHMS.md §4.2).
+"""G-Shapley: Data Shapley from one epoch of SGD per permutation (Ghorbani & Zou 2019; docs/methods/valuation.md#g-shapley).
 
 TMC-Shapley retrains a model for every prefix of every permutation. G-Shapley replaces
 "train on the prefix" by "take one more SGD step": for a permutation π, logistic
@@ -168,7 +168,7 @@ def g_shapley(
     batch: int = 50, n_jobs: int = 1, rng: np.random.Generator, map_fn: MapFn | None = None,
     previous: ValuationResult | None = None,
 ) -> ValuationResult:
-    """G-Shapley values of the n training points (ALGORITHMS.md §4.2).
+    """G-Shapley values of the n training points (docs/methods/valuation.md#g-shapley).
 
     ``φ_i = E_π[V(θ_{j(i)}) − V(θ_{j(i)−1})]``, θ_j the logistic-regression weights after
     the first j SGD steps (batch size 1, zero start) in the order π, j(i) the step that

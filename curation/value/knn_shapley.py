@@ -2,7 +2,7 @@
 
 For one test point t with label y_t and the training points α_1..α_N sorted by distance to
 x_t (stable: ties keep training order), the utility ``U_t(S) = (1/K)·Σ_{k ≤ min(K,|S|)}
-1[y_{α_k(S)} = y_t]`` has the closed-form Shapley values (ALGORITHMS.md §4.4)
+1[y_{α_k(S)} = y_t]`` has the closed-form Shapley values (docs/methods/valuation.md#knn-shapley)
 
     s_{α_N} = 1[y_{α_N} = y_t] / max(N, K)
     s_{α_i} = s_{α_{i+1}} + (1[y_{α_i} = y_t] − 1[y_{α_{i+1}} = y_t]) / K · min(K, i) / i

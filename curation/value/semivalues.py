@@ -4,7 +4,7 @@ All methods value the n players of a :class:`~curation.value.utility.Utility` (t
 points, or groups of them via ``groups=``) and return a
 :class:`~curation.value.result.ValuationResult`. The utility says what a subset is worth,
 the sampler (permutations, Beta-Binomial subsets, Bernoulli subsets) what to evaluate, and
-the method how to average: the three stay apart (pyDVL's split, ALGORITHMS.md §4).
+the method how to average: the three stay apart (pyDVL's split; docs/methods/valuation.md).
 
 A **semivalue** with weight w(k) on subsets S ∌ i of size k is (§4.0)
 
@@ -75,7 +75,7 @@ def banzhaf_weight(n: int, k: int | np.ndarray) -> float | np.ndarray:
 
 
 def beta_weights(n: int, alpha: float, beta: float) -> np.ndarray:
-    """Beta Shapley weights ``w(k) = B(k+β, n−k−1+α) / B(α, β)`` for k = 0..n−1 (ALGORITHMS.md §4.5).
+    """Beta Shapley weights ``w(k) = B(k+β, n−k−1+α) / B(α, β)`` for k = 0..n−1 (docs/methods/valuation.md#beta-shapley).
 
     ``Σ_k C(n−1, k)·w(k) = 1``: the semivalue is the mean marginal over |S| ~
     BetaBinomial(n−1; a=β, b=α) with S uniform given its size. α = 16, β = 1 (the
@@ -158,7 +158,7 @@ def _drive(job: Callable[[Any], Any], payload: Any, *, total: int, done: int, ba
 
 
 class _Convergence:
-    """The paper's criterion ``(1/n)·Σ_i |φ_i^t − φ_i^{t−w}| / |φ_i^t| < rtol`` (ALGORITHMS.md §4.1).
+    """The paper's criterion ``(1/n)·Σ_i |φ_i^t − φ_i^{t−w}| / |φ_i^t| < rtol`` (docs/methods/valuation.md#tmc-shapley).
 
     Fed the running means after every sample; true once t > w and the mean relative change
     over the last w samples is below ``rtol`` (1e−12 guards points whose value is 0).
@@ -237,7 +237,7 @@ def tmc_shapley(
     batch: int = 100, n_jobs: int = 1, rng: np.random.Generator, map_fn: MapFn | None = None,
     previous: ValuationResult | None = None,
 ) -> ValuationResult:
-    """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019, Algorithm 1; ALGORITHMS.md §4.1).
+    """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019, Algorithm 1; docs/methods/valuation.md#tmc-shapley).
 
     For each random permutation π, the point at position j gets the marginal
     ``v_j − v_{j−1}`` with ``v_j = U({π_1..π_j})`` and ``v_0 = U(∅)``; the value is the mean
@@ -332,7 +332,7 @@ def expand_group_values(values: np.ndarray | ValuationResult, groups: Sequence[n
                         n: int) -> np.ndarray:
     """Per-point values from per-group values: each group's value split equally among its points.
 
-    ``item_i = φ_g / |g|`` for i ∈ g (ALGORITHMS.md §4.1, the reference code's sources rule);
+    ``item_i = φ_g / |g|`` for i ∈ g (docs/methods/valuation.md#tmc-shapley, the reference code's sources rule);
     points in no group get 0. The per-point values of a group sum to the group's value.
     """
     v = values.values if isinstance(values, ValuationResult) else np.asarray(values, dtype=np.float64)
@@ -356,7 +356,7 @@ def _loo_batch(args: tuple[Utility, np.ndarray]) -> np.ndarray:
 
 def loo(utility: Utility, *, groups: Sequence[np.ndarray | Sequence[int]] | None = None,
         batch: int = 100, map_fn: MapFn | None = None) -> ValuationResult:
-    """Leave-one-out values ``φ_i = U(D) − U(D∖{i})`` (ALGORITHMS.md §4.2); n + 1 utility calls.
+    """Leave-one-out values ``φ_i = U(D) − U(D∖{i})`` (docs/methods/valuation.md#leave-one-out); n + 1 utility calls.
 
     With ``groups`` a group is left out as a whole (one value per group; split equally
     among its points with :func:`expand_group_values`, as the reference code does).
@@ -404,7 +404,7 @@ def beta_shapley(
     groups: Sequence[np.ndarray | Sequence[int]] | None = None, batch: int = 100, n_jobs: int = 1,
     map_fn: MapFn | None = None,
 ) -> ValuationResult:
-    """Beta(α, β) Shapley by Monte Carlo (Kwon & Zou 2022; ALGORITHMS.md §4.5).
+    """Beta(α, β) Shapley by Monte Carlo (Kwon & Zou 2022; docs/methods/valuation.md#beta-shapley).
 
     ``φ_i = Σ_{S⊆D∖i} w_{α,β}(|S|)·[U(S∪i) − U(S)] = E[U(S∪i) − U(S)]`` with
     |S| = k ~ BetaBinomial(n−1; a=β, b=α) and S uniform among the k-subsets of D∖{i},
@@ -456,7 +456,7 @@ def banzhaf_msr(
     groups: Sequence[np.ndarray | Sequence[int]] | None = None, batch: int = 100, n_jobs: int = 1,
     map_fn: MapFn | None = None,
 ) -> ValuationResult:
-    """Data Banzhaf by Maximum Sample Reuse (Wang & Jia 2023; ALGORITHMS.md §4.6).
+    """Data Banzhaf by Maximum Sample Reuse (Wang & Jia 2023; docs/methods/valuation.md#data-banzhaf).
 
     Draw subsets S_1..S_M, each point included independently with probability 1/2, and
     estimate ``φ̂_i = mean_{m: i∈S_m} U(S_m) − mean_{m: i∉S_m} U(S_m)``. Every utility call

@@ -2,7 +2,7 @@
 
 A utility maps a subset S of the n training points (int indices, any order, duplicates
 ignored) to a number: ``U(S) = V(A(S))``, the performance V of the learner A trained on S
-(ALGORITHMS.md §4.0). Valuation methods (:mod:`curation.value.semivalues`) only ever call
+(docs/methods/valuation.md#utility-and-semivalues). Valuation methods (:mod:`curation.value.semivalues`) only ever call
 ``utility(subset)``, ``utility.empty`` and ``utility.n``, so utility, sampler and method stay
 apart (pyDVL's split): any learner, metric or toy game plugs into every method.
 
@@ -252,7 +252,7 @@ class ModelUtility(Utility):
             function, and picklable (a module-level function or class) to be shipped to workers.
         metric: ``"accuracy"`` or a callable ``metric(y_true, y_pred) -> float`` (higher is better).
         empty_score: U(∅). Default for ``"accuracy"``: the majority-class frequency of
-            ``y_val`` (ALGORITHMS.md §4.0, DS-code ``init_score``). Required for a callable metric.
+            ``y_val`` (docs/methods/valuation.md#utility-and-semivalues; the paper code's ``init_score``). Required for a callable metric.
         blas_threads: BLAS threads during a fit (default 1, see :func:`blas_threads`; None
             leaves the process setting alone, e.g. for one big model).
 

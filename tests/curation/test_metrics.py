@@ -1,4 +1,4 @@
-"""Vendi score: the reference values of ALGORITHMS.md §5."""
+"""Vendi score: the reference values of docs/metrics.md#vendi-score."""
 
 from __future__ import annotations
 

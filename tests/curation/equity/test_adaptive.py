@@ -1,4 +1,4 @@
-"""The sequential adaptive loop (ALGORITHMS.md §3.3; §3.4 tests 1, 2, 6)."""
+"""The sequential adaptive loop (docs/methods/group-adaptive.md#adaptive-allocation, #invariants)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learning-curve models and fitters (ALGORITHMS.md §3.2, §3.4 test 7)."""
+"""Learning-curve models and fitters (docs/methods/group-adaptive.md#invariants)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Static optima, integer rounding, baselines and metrics (ALGORITHMS.md §3.3, §3.4, §6)."""
+"""Static optima, integer rounding, baselines and metrics (docs/methods/group-adaptive.md#algorithms, #invariants, #the-maxmin-objective)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""group-adaptive: allocations across groups from their learning curves (ALGORITHMS.md §3)."""
+"""group-adaptive: allocations across groups from their learning curves (docs/methods/group-adaptive.md#equitable-group-allocation-group-adaptive)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kMQ and iterative kMQ: the invariants of ALGORITHMS.md §2.3."""
+"""kMQ and iterative kMQ: the invariants in docs/methods/kmq.md#invariants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Quad: the invariants of ALGORITHMS.md §1.6."""
+"""Quad: the invariants in docs/methods/quad.md#invariants."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""G-Shapley (ALGORITHMS.md §4.2): the vectorised SGD against a plain loop, label noise, seeds, resume."""
+"""G-Shapley (docs/methods/valuation.md#g-shapley): the vectorised SGD against a plain loop, label noise, seeds, resume."""
 
 from __future__ import annotations
 

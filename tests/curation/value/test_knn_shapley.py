@@ -1,4 +1,4 @@
-"""KNN-Shapley against brute force and the invariants of ALGORITHMS.md §4.4."""
+"""KNN-Shapley against brute force and the invariants in docs/methods/valuation.md#knn-shapley."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shapley-family semivalues against exact answers and the axioms (ALGORITHMS.md §4.0–4.3, 4.5, 4.6)."""
+"""Shapley-family semivalues against exact answers and the axioms (docs/methods/valuation.md#invariants)."""
 
 from __future__ import annotations
 
