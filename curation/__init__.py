@@ -9,6 +9,7 @@ from curation.exceptions import CurationError, DataError, InvalidParameterError,
 from curation.random import check_rng, spawn
 from curation.recipe import Recipe, load_recipe
 from curation.types import Pool, Selection
+from curation.version import __version__
 
 __all__ = [
     "CurationError",
@@ -17,13 +18,13 @@ __all__ = [
     "Pool",
     "Recipe",
     "RecipeError",
-    "build",
     "Selection",
+    "__version__",
+    "build",
     "check_rng",
     "load_recipe",
     "spawn",
 ]
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

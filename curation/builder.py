@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curation import __version__, holdout, pipeline
+from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.progress import progress
 from curation.publish import code_version, publish_version
@@ -54,6 +54,7 @@ from curation.report import summarize
 from curation.report_schema import status_counts
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
+from curation.version import __version__
 
 MapChunks = Callable[[Embedder, list[list[str]]], Iterator[np.ndarray]]
 MapFn = Callable[..., list[Any]]
@@ -202,7 +203,11 @@ def _connector(src: SourceConfig):
 
 
 def preflight(recipe: Recipe) -> None:
-    """Fail fast, before any work: unknown connector kinds and missing inputs."""
+    """Fail fast, before any work: unknown connector kinds, missing inputs, an unloadable model."""
+    if recipe.is_text:
+        cfg = recipe.embed
+        make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
+                           max_seq_length=cfg.max_seq_length).check()
     for src in recipe.sources:
         _connector(src).units()
     if recipe.holdout is not None and recipe.holdout.path is not None:
@@ -304,8 +309,8 @@ class Builder:
             cfg = r.embed
             embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
                                           max_seq_length=cfg.max_seq_length)
-            # the embedder's id names its vector space by the model's content hash: model files
-            # replaced in place (or a re-distilled static model) are a new key, not a stale reuse
+            # the embedder's id names its vector space by the model's fingerprint (file names and
+            # sizes; a static model's content hash): a changed model is a new key, not a stale reuse
             sections = {"embed": {"embedder": embedder.id}}
         else:
             sections = {"features": [s.features for s in r.sources]}

@@ -81,12 +81,8 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def code_version() -> str:
     """Package version plus the git commit of the checkout when there is one."""
-    from importlib.metadata import PackageNotFoundError, version
+    from curation.version import __version__ as v
 
-    try:
-        v = version("curation")
-    except PackageNotFoundError:
-        v = "0+unknown"
     try:
         here = Path(__file__).resolve().parent
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
@@ -115,7 +111,8 @@ def publish_version(
 ) -> Path:
     """Write a new version atomically and point LATEST at it; returns the version directory.
 
-    ``manifest`` gets ``version``, ``parent``, ``files`` and ``counts.published`` filled in.
+    ``manifest`` gets ``version``, ``parent`` (the version LATEST named before) and ``files``
+    (sha256 and bytes of every file, which :func:`verify_version` checks) filled in.
     """
     d = Path(dataset_dir)
     d.mkdir(parents=True, exist_ok=True)

@@ -76,10 +76,14 @@ class SourceConfig(_Strict):
 class EmbedConfig(_Strict):
     """Text embedder settings (tabular sources use the feature encoder instead)."""
 
-    model: str = "all-MiniLM-L6-v2"
-    batch_size: int = Field(default=64, gt=0)
-    normalize: bool = True
-    max_seq_length: int | None = Field(default=None, gt=0)
+    model: str = Field(default="all-MiniLM-L6-v2", description=(
+        "the embedder: the packaged MiniLM (all-MiniLM-L6-v2), a local sentence-transformers directory, "
+        "static-minilm[:<dims>] (distilled from MiniLM on first use, 100x+ faster), hashing[:<dim>] (no model), "
+        "or <family>:<argument> of an embedder plugin (entry points curation.embedders)"))
+    batch_size: int = Field(default=64, gt=0, description="texts per forward pass")
+    normalize: bool = Field(default=True, description="unit-length vectors (then clustering is spherical)")
+    max_seq_length: int | None = Field(default=None, gt=0, description="truncate inputs to this many tokens "
+                                       "(default: the model's)")
     chunk_size: int = Field(default=1024, gt=0, description="texts per Ray task")
     actors: int | None = Field(default=None, gt=0, description="Ray embedding actors (default: cpus // threads)")
     threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads per actor (default: all cpus)")

@@ -6,6 +6,7 @@ from curation.embed.hashing import HashingEmbedder
 from curation.embed.sentence_transformers import SentenceTransformerEmbedder
 from curation.embed.static import StaticEmbedder
 from curation.embed.tabular import TabularEncoder
+from curation.exceptions import InvalidParameterError
 
 __all__ = [
     "Embedder",
@@ -35,4 +36,8 @@ def make_text_embedder(model: str, **kwargs) -> Embedder:
     family = family.lower()
     if family not in Embedder.registry:  # a model name or directory: sentence-transformers loads it
         family, argument = "sentence-transformers", ""
-    return Embedder.registry.get(family, field="embed.model").from_model(model, argument or None, **kwargs)
+    cls = Embedder.registry.get(family, field="embed.model")
+    try:
+        return cls.from_model(model, argument or None, **kwargs)
+    except (TypeError, ValueError) as exc:  # e.g. "hashing:abc", or a setting the family does not take
+        raise InvalidParameterError(f"embed.model={model!r}: {exc}") from None

@@ -41,5 +41,8 @@ class Embedder(Registered, ABC):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``; returns a C-contiguous float32 array of shape (len(texts), dim)."""
 
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Fail fast, before any work, when the model cannot be loaded (e.g. a missing directory)."""
+
     def set_threads(self, n: int) -> None:  # noqa: B027 - optional hook
         """Limit the intra-op threads this process uses (for one Ray actor per core budget)."""

@@ -101,6 +101,9 @@ class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
     def path(self) -> str:
         return resolve_model_path(self.model)
 
+    def check(self) -> None:
+        resolve_model_path(self.model)  # raises the one-line "neither packaged nor a directory" error
+
     @property
     def id(self) -> str:
         name = Path(self.path).name if self.model.lower() not in PACKAGED_MODELS else "all-MiniLM-L6-v2"

@@ -104,3 +104,16 @@ def test_reuse_refreshes_last_used(tmp_path):
     d = _entry(store, "embed", "k", 10, age_days=30)
     store.run("embed", "k", lambda d: {})  # reused: now "recently used"
     assert store.collect(max_age_days=14, max_bytes=10**9) == [] and d.is_dir()
+
+
+def test_a_missing_model_fails_before_any_stage_runs(tmp_path, evals_sample):
+    import curation
+
+    recipe = {"name": "m", "sources": [{"name": "e", "kind": "files", "path": str(evals_sample), "text": "text"}],
+              "embed": {"model": str(tmp_path / "no-such-model")}, "select": {"method": "random", "budget": 5},
+              "output": {"root": str(tmp_path / "out")}}
+    with pytest.raises(FileNotFoundError, match="neither a packaged model"):
+        curation.build(recipe)
+    assert not (tmp_path / "out").exists()  # nothing read, nothing written
+    with pytest.raises(curation.InvalidParameterError, match=r"embed.model='hashing:abc'"):
+        curation.build({**recipe, "embed": {"model": "hashing:abc"}})
