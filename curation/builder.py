@@ -37,7 +37,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,10 +250,14 @@ class Builder:
         self.runs: dict[str, StageOutput] = {}
 
     def _run(self, name: str, cls, sections: dict[str, Any], inputs: dict[str, StageOutput],
-             produce: Callable[[Path], dict[str, Any]]):
+             produce: Callable[[Path], dict[str, Any]], *, setup_seconds: float = 0.0):
+        """Run (or reuse) one stage; ``setup_seconds`` is work done to make its key (e.g. loading
+        or distilling the model whose id is in it), counted in the stage's time."""
         key = stage_key(name, STAGE_VERSIONS[name], {"package": __version__, **sections},
                         {k: v.key for k, v in inputs.items()})
         out = cls.of(self.store.run(name, key, produce))
+        if setup_seconds:
+            out = replace(out, seconds=round(out.seconds + setup_seconds, 3))
         self.runs[name] = out
         return out
 
@@ -304,7 +308,7 @@ class Builder:
     def embed(self, ingested: Ingested) -> Embedded:
         """One vector per pool row and held-out row: the text embedder, or the tabular encoder."""
         r = self.recipe
-        embedder = None
+        embedder, t0 = None, time.perf_counter()
         if r.is_text:
             cfg = r.embed
             embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
@@ -333,7 +337,8 @@ class Builder:
                 np.save(out / "reference_embeddings.npy", X[items.height:])
             return {"dim": int(X.shape[1]), **facts}
 
-        return self._run("embed", Embedded, sections, {"ingest": ingested}, produce)
+        return self._run("embed", Embedded, sections, {"ingest": ingested}, produce,
+                         setup_seconds=time.perf_counter() - t0)
 
     # ------------------------------------------------------------------------------- cluster
     def spherical(self) -> bool:

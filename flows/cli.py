@@ -38,7 +38,7 @@ QUIET_DEFAULTS = {
 # Epilogs: typer's rich help joins single line breaks, so examples are separated by blank lines.
 BUILD_EXAMPLES = """Examples:
 
-  curate build examples/instructions.yaml
+  curate build examples/quickstart.yaml
 
   curate build examples/tabular.yaml --out /tmp/out --set select.budget=500 --set seed=1
 """
@@ -58,9 +58,9 @@ SCHEMA_EXAMPLES = """Examples:
 """
 MAIN_EXAMPLES = """Examples:
 
-  curate build examples/instructions.yaml
+  curate build examples/quickstart.yaml
 
-  curate report out/instruction-mix
+  curate report out/instruction-mix-quick --html report.html
 
   curate schema
 """

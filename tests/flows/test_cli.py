@@ -24,7 +24,7 @@ def test_version_prints_the_package_version(capsys):
 
 
 @pytest.mark.parametrize("command, example", [
-    ("build", "curate build examples/instructions.yaml"),
+    ("build", "curate build examples/quickstart.yaml"),
     ("report", "curate report out/instruction-mix --html report.html"),
     ("schema", "curate schema > recipe.schema.json"),
 ])
@@ -41,7 +41,7 @@ def test_top_level_help_lists_every_command_and_an_example(capsys, monkeypatch):
     out = capsys.readouterr().out
     for command in ("build", "report", "schema"):
         assert command in out
-    assert "curate build examples/instructions.yaml" in out
+    assert "curate build examples/quickstart.yaml" in out
 
 
 def test_schema_lists_every_selectors_keys_with_defaults(capsys):
