@@ -6,10 +6,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from curation.exceptions import DataError, InvalidParameterError
+from curation.exceptions import DataError
 from curation.registry import load_python_spec
 from curation.score.base import QualityScorer
 from curation.types import Pool
+from curation.validation import Interval, validate_params
 
 
 class ConstantScorer(QualityScorer, name="constant"):
@@ -46,11 +47,13 @@ class KnnAgreementScorer(QualityScorer, name="knn-agreement"):
     is cosine for normalised vectors).
     """
 
+    _constraints = {"k": Interval(1, None, integer=True)}
+
     def __init__(self, k: int = 10) -> None:
         super().__init__()
-        if not isinstance(k, int) or k < 1:
-            raise InvalidParameterError(f"The 'k' parameter of KnnAgreementScorer must be an int >= 1. Got {k!r} instead.")
         self.k = k
+        validate_params(self)
+        self.k = int(k)
 
     def _score(self, pool: Pool, indices: np.ndarray) -> np.ndarray:
         import faiss

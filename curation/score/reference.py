@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from curation.exceptions import InvalidParameterError
 from curation.proxy import SoftmaxRegression
 from curation.score.base import QualityScorer
 from curation.types import Pool
+from curation.validation import Interval, validate_params
 
 
 class InfluenceScorer(QualityScorer, name="influence"):
@@ -39,13 +39,14 @@ class InfluenceScorer(QualityScorer, name="influence"):
             the recipe's seed, unless the scorer spec sets it).
     """
 
+    _constraints = {"l2": Interval(0, None, closed="neither"), "fit_rows": Interval(2, None, integer=True),
+                    "tol": Interval(0, None, closed="neither"), "seed": Interval(0, None, integer=True)}
+
     def __init__(self, l2: float = 1e-3, fit_rows: int = 20_000, tol: float = 1e-6, seed: int = 0) -> None:
         super().__init__()
-        if not isinstance(l2, (int, float)) or not l2 > 0:
-            raise InvalidParameterError(f"The 'l2' parameter of InfluenceScorer must be a float > 0. Got {l2!r} instead.")
-        if not isinstance(fit_rows, int) or fit_rows < 2:
-            raise InvalidParameterError(f"The 'fit_rows' parameter of InfluenceScorer must be an int >= 2. Got {fit_rows!r} instead.")
-        self.l2, self.fit_rows, self.tol, self.seed = float(l2), fit_rows, float(tol), seed
+        self.l2, self.fit_rows, self.tol, self.seed = l2, fit_rows, tol, seed
+        validate_params(self)
+        self.l2, self.fit_rows, self.tol, self.seed = float(l2), int(fit_rows), float(tol), int(seed)
         self._pool: Pool | None = None
         self._facts: dict[str, Any] = {}
 
@@ -91,14 +92,13 @@ class KnnShapleyScorer(QualityScorer, name="knn-shapley"):
         epsilon: truncation tolerance (K* = max(k, ⌈1/ε⌉) neighbours per reference row).
     """
 
+    _constraints = {"k": Interval(1, None, integer=True), "epsilon": Interval(0, 1, closed="right", allow_none=True)}
+
     def __init__(self, k: int = 5, epsilon: float | None = 0.1) -> None:
         super().__init__()
-        if not isinstance(k, int) or k < 1:
-            raise InvalidParameterError(f"The 'k' parameter of KnnShapleyScorer must be an int >= 1. Got {k!r} instead.")
-        if epsilon is not None and not (isinstance(epsilon, (int, float)) and 0 < epsilon <= 1):
-            raise InvalidParameterError(f"The 'epsilon' parameter of KnnShapleyScorer must be in (0, 1] or null. "
-                                        f"Got {epsilon!r} instead.")
         self.k, self.epsilon = k, epsilon
+        validate_params(self)
+        self.k = int(k)
         self._pool: Pool | None = None
         self._facts: dict[str, Any] = {}
 

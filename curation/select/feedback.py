@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from curation.exceptions import DataError, InvalidParameterError
+from curation.exceptions import DataError
 from curation.random import int_seed
 from curation.registry import Registered, Registry, load_python_spec
 from curation.types import Pool
+from curation.validation import Interval, validate_params
 
 
 class Feedback(Registered, ABC):
@@ -47,10 +48,12 @@ class ProxyLossFeedback(Feedback, name="proxy-loss"):
         C: inverse L2 regularisation of the logistic regression.
     """
 
+    _constraints = {"folds": Interval(2, None, integer=True), "C": Interval(0, None, closed="neither")}
+
     def __init__(self, folds: int = 3, C: float = 1.0) -> None:
-        if not isinstance(folds, int) or folds < 2:
-            raise InvalidParameterError(f"The 'folds' parameter of ProxyLossFeedback must be an int >= 2. Got {folds!r} instead.")
         self.folds, self.C = folds, C
+        validate_params(self)
+        self.folds = int(folds)
 
     def _feedback(self, pool: Pool, selected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from sklearn.linear_model import LogisticRegression
