@@ -47,15 +47,18 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     """One input source. Exactly one of ``text`` or ``features`` is given."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: str = "files"
-    path: str | list[str]
-    format: str | None = None  # parquet | jsonl | csv; inferred from the file extension when None
-    id: str | None = None
-    text: str | None = None
-    features: list[str] | None = None
-    label: str | None = None
-    limit: int | None = Field(default=None, gt=0)
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the source's name (report column `source`)")
+    kind: str = Field(default="files", description="the connector: `files` (Parquet, JSONL, CSV) or a plugin's kind")
+    path: str | list[str] = Field(description="a file, a glob, a directory or a list of them")
+    format: str | None = Field(default=None, description="parquet, jsonl or csv (default: from the file extension)")
+    id: str | None = Field(default=None, description="the id column (default: sha256 of the content; exact "
+                           "duplicates are then dropped)")
+    text: str | None = Field(default=None, description="the text column (a text source)")
+    features: list[str] | None = Field(default=None, description="feature columns (a tabular source): numbers "
+                                       "standardised, everything else one-hot encoded")
+    label: str | None = Field(default=None, description="the label column (needed by influence, knn-shapley, "
+                              "valuation, group-adaptive and kmq-iterative's default feedback)")
+    limit: int | None = Field(default=None, gt=0, description="read at most this many rows (debugging)")
 
     @model_validator(mode="after")
     def _text_xor_features(self) -> SourceConfig:
@@ -87,18 +90,22 @@ class EmbedConfig(_Strict):
     chunk_size: int = Field(default=1024, gt=0, description="texts per Ray task")
     actors: int | None = Field(default=None, gt=0, description="Ray embedding actors (default: cpus // threads)")
     threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads per actor (default: all cpus)")
-    cache_dir: str | None = None  # default: <output.root>/.cache/embeddings
+    cache_dir: str | None = Field(default=None, description="the per-text embedding cache "
+                                  "(default: <output.root>/.cache/embeddings)")
 
 
 class ClusterConfig(_Strict):
     """``k: auto`` picks k from ``k_grid`` by sampled silhouette score."""
 
-    k: int | Literal["auto"] = 32
-    k_grid: list[int] = [8, 16, 32, 64, 128]
-    silhouette_sample: int = Field(default=2000, ge=10)
-    niter: int = Field(default=20, gt=0)
-    spherical: bool | None = None  # default: True when embeddings are normalised text vectors
-    max_points_per_centroid: int = Field(default=256, gt=0)
+    k: int | Literal["auto"] = Field(default=32, description="faiss k-means clusters (at most the pool size), or "
+                                     "`auto`: the k of k_grid with the best sampled silhouette")
+    k_grid: list[int] = Field(default=[8, 16, 32, 64, 128], description="the candidates of k: auto")
+    silhouette_sample: int = Field(default=2000, ge=10, description="points the silhouette of k: auto is computed on")
+    niter: int = Field(default=20, gt=0, description="Lloyd iterations")
+    spherical: bool | None = Field(default=None, description="cosine k-means (default: true for normalised text "
+                                   "vectors)")
+    max_points_per_centroid: int = Field(default=256, gt=0, description="the fit samples at most k x this many "
+                                         "points; then every item is assigned")
 
     @field_validator("k")
     @classmethod
@@ -143,9 +150,11 @@ class HoldoutConfig(_Strict):
     content hashes, pool rows identical to a held-out row are dropped from the pool.
     """
 
-    fraction: float | None = Field(default=None, gt=0, lt=1)
-    path: str | list[str] | None = None
-    format: str | None = None
+    fraction: float | None = Field(default=None, gt=0, lt=1, description="hold out this share of the pool (seeded, "
+                                   "stratified by label x group)")
+    path: str | list[str] | None = Field(default=None, description="or read the held-out rows from this file "
+                                         "(with the first source's columns)")
+    format: str | None = Field(default=None, description="the file's format (default: from its extension)")
 
     @model_validator(mode="after")
     def _fraction_xor_path(self) -> HoldoutConfig:
@@ -238,8 +247,9 @@ ValueConfig = Annotated[Any, PlainValidator(_value_section), _ValueSchema]
 class OutputConfig(_Strict):
     """Where versions go, and how long finished stage outputs are kept for reuse."""
 
-    root: str = "out"
-    rows_per_shard: int = Field(default=100_000, gt=0)
+    root: str = Field(default="out", description="where versions (<root>/<name>/vNNNN), the stage store and the "
+                      "embedding cache go")
+    rows_per_shard: int = Field(default=100_000, gt=0, description="rows per Parquet shard of the published data")
     stages_max_age_days: float = Field(default=14, ge=0, description="stage outputs unused this long are removed")
     stages_max_gb: float = Field(default=20, ge=0, description="the stage store is trimmed (least recently used "
                                  "first) to this size after each build")
@@ -248,16 +258,19 @@ class OutputConfig(_Strict):
 class Recipe(_Strict):
     """A whole curation job."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    sources: list[SourceConfig] = Field(min_length=1)
-    groups: list[str] = []
-    embed: EmbedConfig = EmbedConfig()
-    cluster: ClusterConfig = ClusterConfig()
-    select: SelectConfig
-    reference: HoldoutConfig | None = None  # the target set for influence / knn-shapley scorers
-    value: ValueConfig | None = None
-    output: OutputConfig = OutputConfig()
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the dataset's directory under output.root")
+    seed: int = Field(default=0, description="the root seed: each stage draws from its own child stream; same "
+                      "recipe + inputs + seed = same bytes")
+    sources: list[SourceConfig] = Field(min_length=1, description="where the candidates come from")
+    groups: list[str] = Field(default=[], description="group columns; several make intersectional groups ('f|x')")
+    embed: EmbedConfig = Field(default=EmbedConfig(), description="how text is embedded (tabular sources use the "
+                               "feature encoder)")
+    cluster: ClusterConfig = Field(default=ClusterConfig(), description="k-means over the embeddings")
+    select: SelectConfig = Field(description="the selection method and its settings; `method` picks the alternative")
+    reference: HoldoutConfig | None = Field(default=None, description="the held-out target set the influence and "
+                                            "knn-shapley scorers (and valuation) judge items against")
+    value: ValueConfig | None = Field(default=None, description="data valuation of every pool item (the value stage)")
+    output: OutputConfig = Field(default=OutputConfig(), description="where versions go; stage store retention")
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Recipe:

@@ -58,7 +58,7 @@ def _knn_shard(args: tuple) -> np.ndarray:
 class KnnShapley(ValueMethod, name="knn-shapley"):
     """Exact (or ``epsilon``-truncated) KNN-Shapley: closed form, scales to millions of items."""
 
-    method: Literal["knn-shapley"] = "knn-shapley"
+    method: Literal["knn-shapley"] = Field(default="knn-shapley", description="the valuation method")
     k: int = Field(default=5, gt=0, description="neighbours of the KNN classifier")
     epsilon: float | None = Field(default=None, gt=0, le=1, description="truncation (null = exact)")
 
@@ -114,7 +114,7 @@ class _ModelBased(ValueMethod):
 class TmcShapley(_ModelBased, name="tmc-shapley"):
     """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019)."""
 
-    method: Literal["tmc-shapley"] = "tmc-shapley"
+    method: Literal["tmc-shapley"] = Field(default="tmc-shapley", description="the valuation method")
     max_permutations: int = Field(default=500, gt=0, description="permutations at most")
     truncation_rtol: float = Field(default=0.01, ge=0, description="a permutation stops when the utility is "
                                    "this close (relative) to the full set's")
@@ -133,7 +133,7 @@ class TmcShapley(_ModelBased, name="tmc-shapley"):
 class GShapley(_ModelBased, name="g-shapley"):
     """Gradient Shapley: one SGD epoch of logistic regression per permutation (items only)."""
 
-    method: Literal["g-shapley"] = "g-shapley"
+    method: Literal["g-shapley"] = Field(default="g-shapley", description="the valuation method")
     max_permutations: int = Field(default=500, gt=0, description="permutations at most")
     conv_rtol: float = Field(default=0.05, ge=0, description="stop when the values move less than this (relative)")
 
@@ -150,7 +150,7 @@ class GShapley(_ModelBased, name="g-shapley"):
 class Loo(_ModelBased, name="loo"):
     """Leave-one-out: the utility lost when one item (or group) is removed; n + 1 fits."""
 
-    method: Literal["loo"] = "loo"
+    method: Literal["loo"] = Field(default="loo", description="the valuation method")
 
     def _run(self, X, y, X_val, y_val, groups, *, rng, map_fn, n_jobs, batch):
         return loo(ModelUtility(X, y, X_val, y_val), groups=groups, map_fn=map_fn,
@@ -160,7 +160,7 @@ class Loo(_ModelBased, name="loo"):
 class BetaShapley(_ModelBased, name="beta-shapley"):
     """Beta(alpha, beta) semivalue (Kwon & Zou 2022): weights small coalitions more."""
 
-    method: Literal["beta-shapley"] = "beta-shapley"
+    method: Literal["beta-shapley"] = Field(default="beta-shapley", description="the valuation method")
     samples: int = Field(default=2000, gt=0, description="utility samples")
     alpha: float = Field(default=16.0, gt=0, description="Beta weight's alpha")
     beta: float = Field(default=1.0, gt=0, description="Beta weight's beta")
@@ -176,7 +176,7 @@ class BetaShapley(_ModelBased, name="beta-shapley"):
 class Banzhaf(_ModelBased, name="banzhaf"):
     """Data Banzhaf by maximum sample reuse (Wang & Jia 2023): robust to noisy utilities."""
 
-    method: Literal["banzhaf"] = "banzhaf"
+    method: Literal["banzhaf"] = Field(default="banzhaf", description="the valuation method")
     samples: int = Field(default=2000, gt=0, description="utility samples")
 
     def draws(self) -> int:

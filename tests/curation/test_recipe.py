@@ -207,3 +207,26 @@ def test_unknown_value_key_names_the_method_and_accepted_keys(tmp_path):
                                           r"method: players, max_items, max_permutations"):
         load_recipe(write(tmp_path, ISSUE_TEXT_RECIPE), ["value.method=tmc-shapley", "value.k=3",
                                                          "value.validation.fraction=0.1", "sources.0.label=label"])
+
+
+def test_every_key_in_the_schema_has_a_doc():
+    from curation.recipe import recipe_json_schema
+
+    schema = recipe_json_schema()
+    undocumented = []
+
+    def walk(node, path):
+        if not isinstance(node, dict):
+            return
+        for key, prop in node.get("properties", {}).items():
+            if "description" not in prop:
+                undocumented.append(f"{path}.{key}")
+            walk(prop, f"{path}.{key}")
+        for alternatives in ("oneOf", "anyOf"):
+            for alt in node.get(alternatives, []):
+                walk(alt, path)
+
+    for name, definition in schema["$defs"].items():
+        walk(definition, name)
+    walk(schema, "recipe")
+    assert undocumented == []
