@@ -47,7 +47,7 @@ import polars as pl
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.progress import progress
-from curation.publish import code_version, publish_version
+from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
 from curation.recipe import Recipe, SourceConfig, load_recipe
 from curation.report import summarize
@@ -159,10 +159,15 @@ class Selected(StageOutput):
 
 @dataclass(frozen=True)
 class Version:
-    """A published version: ``path`` is its directory, ``manifest`` its manifest."""
+    """A published version: ``path`` is its directory, ``manifest`` its manifest.
+
+    ``published`` is False when the build published nothing because the recipe and the inputs
+    equal those of this (the latest) version (see :meth:`Builder.unchanged_since`).
+    """
 
     path: Path
     manifest: dict[str, Any]
+    published: bool = True
 
     @property
     def name(self) -> str:
@@ -241,13 +246,48 @@ class Builder:
     """
 
     def __init__(self, recipe: Recipe, *, map_chunks: MapChunks | None = None, map_fn: MapFn | None = None,
-                 n_jobs: int | Callable[[], int] = 1) -> None:
+                 n_jobs: int | Callable[[], int] = 1, force: bool = False, wait: bool = True) -> None:
         self.recipe = recipe
         self.map_chunks = map_chunks or serial_chunks
         self.map_fn = map_fn or serial_map
         self.n_jobs = n_jobs
+        self.force, self.wait = force, wait
         self.store = StageStore(recipe.output.root)
         self.runs: dict[str, StageOutput] = {}
+        self._inputs: list[dict[str, Any]] | None = None
+
+    @property
+    def dataset_dir(self) -> Path:
+        return Path(self.recipe.output.root) / self.recipe.name
+
+    def lock(self):
+        """The dataset's one-writer lock (:func:`curation.publish.dataset_lock`) for a whole build."""
+        return dataset_lock(self.dataset_dir, wait=self.wait)
+
+    def inputs(self) -> list[dict[str, Any]]:
+        """Every input unit's fingerprint (path, bytes, sha256), per source and the held-out file."""
+        if self._inputs is None:
+            r = self.recipe
+            sources = list(r.sources)
+            if r.holdout is not None and r.holdout.path is not None:
+                sources.append(reference_source(r))
+            self._inputs = json.loads(json.dumps(
+                [{"source": s.name, "kind": s.kind, "units": _connector(s).fingerprints()} for s in sources]))
+        return self._inputs
+
+    def unchanged_since(self) -> Version | None:
+        """The latest version when this build would repeat it: the same resolved recipe
+        (``recipe_sha256``) and the same input fingerprints. None when something changed, when
+        there is no version yet, or with ``force``. Call it holding :meth:`lock`."""
+        if self.force:
+            return None
+        latest = latest_version(self.dataset_dir)
+        if latest is None:
+            return None
+        manifest = json.loads((self.dataset_dir / latest / "manifest.json").read_text())
+        if manifest.get("recipe_sha256") != self.recipe.sha256() or manifest.get("inputs") != self.inputs():
+            return None
+        return Version(path=self.dataset_dir / latest, manifest=manifest, published=False)
 
     def _run(self, name: str, cls, sections: dict[str, Any], inputs: dict[str, StageOutput],
              produce: Callable[[Path], dict[str, Any]], *, setup_seconds: float = 0.0):
@@ -266,13 +306,12 @@ class Builder:
         """Read every source, normalise rows, drop duplicates, split off the held-out set."""
         r = self.recipe
         conns = [(src, _connector(src)) for src in r.sources]
-        inputs = [{"source": src.name, "kind": src.kind, "units": c.fingerprints()} for src, c in conns]
+        inputs = self.inputs()
         ref = r.holdout
         ref_conn = None
         if ref is not None and ref.path is not None:
             src = reference_source(r)
             ref_conn = (src, _connector(src))
-            inputs.append({"source": "reference", "kind": src.kind, "units": ref_conn[1].fingerprints()})
         sections = {"sources": [_dump(s) for s in r.sources], "groups": r.groups, "holdout": _dump(ref),
                     "inputs": inputs}
         if ref is not None and ref.fraction is not None:
@@ -448,16 +487,21 @@ class Builder:
                                   keep=[o.dir for o in self.runs.values()])
 
     def run(self) -> Version:
-        """Every stage in order, then publish; the store is garbage-collected afterwards."""
-        try:
-            ingested = self.ingest()
-            embedded = self.embed(ingested)
-            clustered = self.cluster(embedded)
-            valued = self.value(ingested, embedded)
-            selected = self.select(ingested, embedded, clustered, valued)
-            return self.publish(selected)
-        finally:
-            self.collect_garbage()
+        """Every stage in order, then publish, holding the dataset's lock; nothing is built when
+        nothing changed (:meth:`unchanged_since`). The store is garbage-collected afterwards."""
+        with self.lock():
+            try:
+                unchanged = self.unchanged_since()
+                if unchanged is not None:
+                    return unchanged
+                ingested = self.ingest()
+                embedded = self.embed(ingested)
+                clustered = self.cluster(embedded)
+                valued = self.value(ingested, embedded)
+                selected = self.select(ingested, embedded, clustered, valued)
+                return self.publish(selected)
+            finally:
+                self.collect_garbage()
 
 
 def _with_progress(map_fn: MapFn, bar: Callable[[int], None]) -> MapFn:
@@ -473,12 +517,16 @@ def _with_progress(map_fn: MapFn, bar: Callable[[int], None]) -> MapFn:
 
 
 def build(recipe: Recipe | Mapping[str, Any] | str | Path, *, overrides: list[str] | tuple[str, ...] = (),
-          map_chunks: MapChunks | None = None, map_fn: MapFn | None = None, n_jobs: int = 1) -> Version:
+          map_chunks: MapChunks | None = None, map_fn: MapFn | None = None, n_jobs: int = 1,
+          force: bool = False, wait: bool = True) -> Version:
     """Build and publish one version of ``recipe`` in this process; returns the version.
 
     ``recipe`` is a :class:`~curation.recipe.Recipe`, a mapping of the same shape (e.g. parsed
     JSON) or the path of a YAML file; ``overrides`` are ``a.b=value`` strings as with ``--set``.
-    Stages found in the stage store are reused (``manifest["stages"]`` says which).
+    Stages found in the stage store are reused (``manifest["stages"]`` says which). When the
+    resolved recipe and the input fingerprints equal the latest version's, nothing is published
+    and that version is returned with ``published=False`` (``force=True`` builds anyway). One
+    build per dataset at a time: ``wait=False`` raises :class:`DatasetLocked` instead of waiting.
 
     Raises:
         RecipeError: the recipe is invalid (nothing is read).
@@ -486,4 +534,4 @@ def build(recipe: Recipe | Mapping[str, Any] | str | Path, *, overrides: list[st
     """
     r = as_recipe(recipe, overrides)
     preflight(r)
-    return Builder(r, map_chunks=map_chunks, map_fn=map_fn, n_jobs=n_jobs).run()
+    return Builder(r, map_chunks=map_chunks, map_fn=map_fn, n_jobs=n_jobs, force=force, wait=wait).run()

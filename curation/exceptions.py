@@ -17,3 +17,7 @@ class DataError(CurationError, ValueError):
 
 class RecipeError(CurationError, ValueError):
     """The recipe failed validation; the message lists every offending field."""
+
+
+class DatasetLocked(CurationError):
+    """Another build holds the dataset's lock (raised only when not waiting for it)."""

@@ -22,16 +22,51 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from curation.exceptions import CurationError
+from curation.exceptions import CurationError, DatasetLocked
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
+
+
+LOCK_FILE = ".build.lock"
+
+
+@contextmanager
+def dataset_lock(dataset_dir: str | os.PathLike, *, wait: bool = True) -> Iterator[None]:
+    """Hold the dataset's one-writer lock (``<dataset_dir>/.build.lock``) for the block.
+
+    One build per dataset at a time: a second build waits, saying so once on stderr, or with
+    ``wait=False`` raises :class:`DatasetLocked` at once. The lock is an OS file lock
+    (``filelock``): a killed holder releases it with its process, so it never goes stale.
+    Re-entrant within a process (the CLI takes it before starting Prefect, the flow again).
+    """
+    from filelock import FileLock, Timeout
+
+    d = Path(dataset_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(d / LOCK_FILE, is_singleton=True, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if not wait:
+            raise DatasetLocked(f"dataset {str(d)!r} is being built by another process: run again when it is done, "
+                                "or without --no-wait to wait for it") from None
+        print(f"waiting for another build of {str(d)!r} to finish (--no-wait fails at once instead)",
+              file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def list_versions(dataset_dir: str | os.PathLike) -> list[str]:

@@ -110,6 +110,10 @@ def _build(
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field, e.g. select.budget=500 (repeatable)"),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="publish even when nothing changed since the latest "
+                                        "version")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="fail at once when another build of the dataset is "
+                                          "running (default: wait for it)")] = False,
 ) -> int:
     from curation.recipe import load_recipe
 
@@ -118,15 +122,24 @@ def _build(
         overrides.append(f"output.root={out}")
     recipe = load_recipe(recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
 
-    from curation.builder import preflight
+    from curation.builder import Builder, preflight
     from curation.report import format_summary, load_manifest
 
     preflight(recipe)
-    from flows.curate import curate
+    builder = Builder(recipe, force=force, wait=not no_wait)
+    # the lock before Prefect starts: a second build waits here, not in a race for the
+    # temporary Prefect server; the flow takes the same lock again (re-entrant)
+    with builder.lock():
+        unchanged = builder.unchanged_since()
+        if unchanged is not None:
+            print(f"unchanged since {unchanged.name}: the recipe and every input equal that version's; "
+                  "nothing published (--force publishes anyway)")
+            print(unchanged.path)
+            return 0
+        from flows.curate import curate
 
-    hide_tracebacks_of_user_errors()
-
-    version_dir = curate(recipe.model_dump(mode="json"))
+        hide_tracebacks_of_user_errors()
+        version_dir = curate(recipe.model_dump(mode="json"), force=force, wait=not no_wait)
     manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
     # plain print, not rich: scripts and tests parse this, and the last line must be the path
     print(format_summary(manifest))

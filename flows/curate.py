@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
@@ -41,12 +41,12 @@ class RayChunks:
         yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads)
 
 
-def ray_builder(recipe) -> Builder:
+def ray_builder(recipe, **options) -> Builder:
     """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it)."""
     from flows.ray_runtime import ensure_ray, ray_map
 
     return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor), map_fn=ray_map,
-                   n_jobs=lambda: int(ensure_ray().get("CPU", 1)))
+                   n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
 
 
 @task(name="ingest", cache_policy=NO_CACHE)
@@ -81,20 +81,29 @@ def publish_task(b: Builder, selected: Selected) -> str:
 
 
 @flow(name="curate", log_prints=False)
-def curate(recipe: dict[str, Any] | str, overrides: list[str] | None = None) -> str:
+def curate(recipe: dict[str, Any] | str, overrides: list[str] | None = None, force: bool = False,
+           wait: bool = True) -> str:
     """Build one version of a recipe (a mapping or a YAML path); returns the version directory.
 
-    ``overrides`` are ``a.b=value`` strings, as ``curate build --set`` takes them.
+    ``overrides`` are ``a.b=value`` strings, as ``curate build --set`` takes them. When the
+    recipe and the inputs equal the latest version's, nothing is built and the latest version's
+    directory is returned (``force`` builds anyway). The dataset's lock is held throughout
+    (``wait=False``: fail at once when another build holds it).
     """
     r = as_recipe(recipe, overrides or [])
     preflight(r)
-    b = ray_builder(r)
-    try:
-        ingested = ingest_task(b)
-        embedded = embed_task(b, ingested)
-        clustered = cluster_task(b, embedded)
-        valued = value_task(b, ingested, embedded) if r.value is not None else None
-        selected = select_task(b, ingested, embedded, clustered, valued)
-        return publish_task(b, selected)
-    finally:
-        b.collect_garbage()
+    b = ray_builder(r, force=force, wait=wait)
+    with b.lock():
+        try:
+            unchanged = b.unchanged_since()
+            if unchanged is not None:
+                get_run_logger().info("unchanged since %s: nothing published", unchanged.name)
+                return str(unchanged.path)
+            ingested = ingest_task(b)
+            embedded = embed_task(b, ingested)
+            clustered = cluster_task(b, embedded)
+            valued = value_task(b, ingested, embedded) if r.value is not None else None
+            selected = select_task(b, ingested, embedded, clustered, valued)
+            return publish_task(b, selected)
+        finally:
+            b.collect_garbage()

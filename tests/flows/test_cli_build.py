@@ -31,7 +31,8 @@ def run_cli(args, env_extra, cwd, check=True):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, evals_sample, ray_session, prefect_api):
-    """Two builds of the same recipe (the second must hit the embedding cache)."""
+    """Builds of one recipe: the first, a forced rebuild (every stage reused), and an unforced
+    rerun (nothing changed: nothing published)."""
     work = tmp_path_factory.mktemp("e2e")
     recipe = {
         "name": "instr-mix",
@@ -46,13 +47,14 @@ def built(tmp_path_factory, evals_sample, ray_session, prefect_api):
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     env = {"RAY_ADDRESS": ray_session, "PREFECT_API_URL": prefect_api}
     first = run_cli(["build", "recipe.yaml"], env, work)
-    second = run_cli(["build", "recipe.yaml"], env, work)
-    return work, first, second, env
+    second = run_cli(["build", "recipe.yaml", "--force"], env, work)
+    third = run_cli(["build", "recipe.yaml"], env, work)
+    return work, first, second, env, third
 
 
 @pytest.mark.slow
 def test_build_publishes_a_complete_version(built, evals_sample):
-    work, first, _, _ = built
+    work, first, *_ = built
     version = Path(first.stdout.strip().splitlines()[-1])  # the last stdout line is the version dir
     assert version == Path("out/instr-mix/v0001") and (work / version).is_dir()
     v = work / version
@@ -99,8 +101,20 @@ def test_rebuild_embeds_nothing_and_is_byte_identical(built):
 
 
 @pytest.mark.slow
+def test_unchanged_rerun_publishes_nothing_and_says_since_which_version(built):
+    work, *_, third = built
+    lines = third.stdout.strip().splitlines()
+    assert lines[0].startswith("unchanged since v0002:") and "--force" in lines[0]
+    assert lines[-1] == "out/instr-mix/v0002"  # the last line is still the version directory
+    assert (work / "out/instr-mix/LATEST").read_text().strip() == "v0002"
+    assert not (work / "out/instr-mix/v0003").exists()
+    # Prefect and Ray were never started for it: no flow-run logs
+    assert "Created flow run" not in third.stderr and "Starting temporary server" not in third.stderr
+
+
+@pytest.mark.slow
 def test_report_summary_sql_and_formats(built):
-    work, _, _, env = built
+    work, _, _, env, _ = built
     summary = run_cli(["report", "out/instr-mix"], env, work).stdout
     assert "dataset instr-mix v0002" in summary and "budget_used" in summary
     old = run_cli(["report", "out/instr-mix", "--version", "v0001"], env, work).stdout
@@ -147,7 +161,7 @@ def svg_charts(html: str) -> dict[str, dict[str, dict[str, str]]]:
 
 @pytest.mark.slow
 def test_html_report_plots_show_the_group_shares_and_cluster_counts(built):
-    work, _, _, env = built
+    work, _, _, env, _ = built
     out = run_cli(["report", "out/instr-mix", "--html", "r.html"], env, work).stdout.strip()
     assert out == "r.html"
     html = (work / "r.html").read_text()
@@ -176,7 +190,7 @@ def test_html_report_plots_show_the_group_shares_and_cluster_counts(built):
 @pytest.mark.slow
 def test_bad_data_in_a_real_run_gives_one_clear_line(built):
     """A data error found inside the flow: exit 2, the fix on the last line, no traceback anywhere."""
-    work, _, _, env = built
+    work, _, _, env, _ = built
     proc = run_cli(["build", "recipe.yaml", "--set", "select.budget=100000"], env, work, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
