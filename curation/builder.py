@@ -50,7 +50,7 @@ from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
 from curation.recipe import Recipe, SourceConfig, load_recipe
-from curation.report import summarize
+from curation.report import summarize, version_delta
 from curation.report_schema import status_counts
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
@@ -476,6 +476,10 @@ class Builder:
         }
         if "value" in self.runs:
             manifest["valuation"] = dict(self.runs["value"].facts)
+        parent = latest_version(self.dataset_dir)  # under the dataset's lock: the version this one follows
+        if parent is not None:
+            manifest["delta"] = version_delta(report, pl.read_parquet(self.dataset_dir / parent / "report.parquet"),
+                                              parent)
         path = publish_version(Path(r.output.root) / r.name, data, report, manifest,
                                rows_per_shard=r.output.rows_per_shard)
         return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))

@@ -6,6 +6,8 @@ Prefect or Ray (parallelism comes in as ``map_chunks``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -194,6 +196,18 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 
 # -------------------------------------------------------------------------------------- assemble
+def content_hashes(items: pl.DataFrame) -> pl.Series:
+    """``content_hash``: sha256[:16] of each row's source fields (every column but ``id`` and the
+    staging columns), so "changed since the parent version" means a field of the row changed.
+
+    Stable across library versions (hashlib over JSON, not polars' internal hash).
+    """
+    cols = [c for c in items.columns if c != "id" and c not in STAGING_COLUMNS]
+    rows = items.select(cols).rows()
+    return pl.Series("content_hash", [hashlib.sha256(json.dumps(r, default=str).encode()).hexdigest()[:16]
+                                      for r in rows], dtype=pl.String)
+
+
 def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
              groups: Sequence[str], *, reference: pl.DataFrame | None = None, reference_from_file: bool = False,
              value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -250,6 +264,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         *([c for c in ("value", "value_stderr") if c in fields.columns]),
         *extra,
     ).with_columns(  # added here, not via ``full``, so a source column named "status" cannot collide
+        content_hashes(items),
         pl.Series("status", np.where(chosen, SELECTED, NOT_SELECTED), dtype=pl.String),
         pl.Series("reason_code", [str(c) for c in codes], dtype=pl.String),
         fields["reason"],
@@ -269,6 +284,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
             *[c for c in base_cols if c in reference.columns],
             *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
             pl.lit(False).alias("selected"),
+            content_hashes(reference),
             pl.lit(REFERENCE).alias("status"),
             pl.lit(reference_code(from_file=reference_from_file)).alias("reason_code"),
             pl.lit(f"reference: held out of selection ({origin})").alias("reason"),

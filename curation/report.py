@@ -120,6 +120,43 @@ def format_table(rows: Sequence[dict[str, Any]] | pl.DataFrame, *, max_rows: int
     return "\n".join(out)
 
 
+DELTA_EXAMPLES = 5  # ids listed per kind of change in the manifest (the full lists are a SQL join away)
+
+
+def version_delta(report: pl.DataFrame, parent_report: pl.DataFrame, parent: str) -> dict[str, Any]:
+    """What changed since ``parent``: candidates (pool and reference rows, not skipped ones)
+    added, removed and changed (same id, different ``content_hash``), in total, per source and
+    per group, with a few example ids of each. A parent report without ``content_hash`` (made
+    before it existed) gives added and removed only (``changed`` is None).
+    """
+    keep = pl.col("status") != SKIPPED
+    cols = ["id", "source", "group", *(["content_hash"] if "content_hash" in report.columns else [])]
+    cur = report.filter(keep).select(cols)
+    old_cols = [c for c in cols if c in parent_report.columns]
+    old = (parent_report.filter(keep) if "status" in parent_report.columns else parent_report).select(old_cols)
+    added = cur.join(old.select("id"), on="id", how="anti")
+    removed = old.join(cur.select("id"), on="id", how="anti")
+    comparable = "content_hash" in cur.columns and "content_hash" in old.columns
+    changed = None
+    if comparable:
+        both = cur.join(old.select("id", pl.col("content_hash").alias("old_hash")), on="id")
+        changed = both.filter(pl.col("content_hash") != pl.col("old_hash"))
+    parts = {"added": added, "removed": removed, **({"changed": changed} if changed is not None else {})}
+
+    def by(column: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for kind, df in parts.items():
+            for key, n in df.group_by(column).len().iter_rows():
+                out.setdefault(str(key), dict.fromkeys(parts, 0))[kind] = int(n)
+        return dict(sorted(out.items()))
+
+    return {"parent": parent,
+            **{kind: (df.height if df is not None else None) for kind, df in
+               {"added": added, "removed": removed, "changed": changed}.items()},
+            "by_source": by("source"), "by_group": by("group"),
+            "examples": {kind: df["id"].sort().head(DELTA_EXAMPLES).to_list() for kind, df in parts.items()}}
+
+
 def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     """The human summary of a version: budget, cluster coverage, the selector's sections, groups before/after."""
     s = manifest["summary"]
@@ -148,6 +185,13 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         head += ["", f"values: {v['method']} against {v.get('validation_rows', '?')} held-out rows"
                  + (f" ({extra})" if extra else "") + "; per item in report.value, per group below"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
+    d = manifest.get("delta")
+    if d:
+        changed = "" if d["changed"] is None else f", {d['changed']} changed"
+        head += ["", f"since {d['parent']}: {d['added']} added, {d['removed']} removed{changed} (per source; "
+                 "per group in manifest.delta)",
+                 format_table([{"source": k, **v} for k, v in d["by_source"].items()]) if d["by_source"]
+                 else "(no candidate changed)"]
     stages = manifest.get("stages") or {k: {"seconds": v} for k, v in manifest.get("timings", {}).items()}
     if stages:  # a stage reused from the stage store says so instead of its (near-zero) time
         head += ["", "stage seconds: " + ", ".join(

@@ -74,6 +74,8 @@ REPORT_SCHEMA: tuple[Column, ...] = (
     Column("value", pl.Float64, "data value from the recipe's value: stage", always=False),
     Column("value_stderr", pl.Float64, "standard error of value; null when the method has none", always=False),
     Column("<selector columns>", None, "the selector's report_columns (see its class)", always=False),
+    Column("content_hash", pl.String, "sha256[:16] of the row's source fields: what 'changed since the parent "
+           "version' compares (null for skipped rows; absent in reports made before it existed)", always=False),
     Column("status", pl.String, "one of " + ", ".join(STATUSES)),
     Column("reason_code", pl.String, "short machine code refining status (see the module docstring)"),
     Column("reason", pl.String, "human-readable reason; wording may change, never parse it"),

@@ -76,3 +76,28 @@ def test_the_lock_is_reentrant_in_one_process_and_freed_when_its_holder_is_kille
     holder.wait()
     with dataset_lock(d, wait=False):  # no stale lock after a SIGKILL
         pass
+
+
+def test_manifest_records_ids_added_removed_and_changed_since_the_parent(recipe, tmp_path):
+    from curation.report import format_summary
+
+    v1 = curation.build(recipe)
+    assert "delta" not in v1.manifest  # no parent
+    df = pl.read_parquet(tmp_path / "rows.parquet")
+    edited = (df.filter(pl.col("id") != "r1")  # r1 removed
+              .with_columns(pl.when(pl.col("id") == "r0").then(pl.lit("edited text")).otherwise(pl.col("text"))
+                            .alias("text")))  # r0 changed (group a)
+    new = pl.DataFrame({"id": ["n1", "n2"], "text": ["brand new one", "brand new two"], "g": ["c", "c"]})
+    pl.concat([edited, new]).write_parquet(tmp_path / "rows.parquet")
+    v2 = curation.build(recipe)
+    d = v2.manifest["delta"]
+    assert d["parent"] == "v0001" == v2.manifest["parent"]
+    assert (d["added"], d["removed"], d["changed"]) == (2, 1, 1)
+    assert d["examples"] == {"added": ["n1", "n2"], "removed": ["r1"], "changed": ["r0"]}
+    assert d["by_source"] == {"rows": {"added": 2, "removed": 1, "changed": 1}}
+    # r0 is in group a, r1 in group b, the new rows in c
+    assert d["by_group"] == {"a": {"added": 0, "removed": 0, "changed": 1}, "b": {"added": 0, "removed": 1, "changed": 0},
+                             "c": {"added": 2, "removed": 0, "changed": 0}}
+    assert "since v0001: 2 added, 1 removed, 1 changed" in format_summary(v2.manifest)
+    report = v2.report()
+    assert report["content_hash"].null_count() == 0 and report["content_hash"].str.len_chars().unique().to_list() == [16]
