@@ -62,7 +62,7 @@ def test_no_wait_fails_at_once_while_the_dataset_is_locked_and_unchanged_publish
         busy = subprocess.run([CURATE, "build", "r.yaml", "--no-wait"], cwd=work, env=env, capture_output=True,
                               text=True, timeout=120)
     assert busy.returncode == 2 and busy.stderr.strip().splitlines() == [
-        f"error: dataset 'out/ds' is being built by another process: run again when it is done, or without "
+        "error: dataset 'out/ds' is being built by another process: run again when it is done, or without "
         "--no-wait to wait for it"]
     assert list_versions(work / "out/ds") == []
     first = subprocess.run([CURATE, "build", "r.yaml"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
