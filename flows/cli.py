@@ -2,6 +2,7 @@
 
     curate build RECIPE [--out ROOT] [--set a.b=c ...]
     curate report DATASET_DIR [--version vNNNN] [--sql "SELECT ..."] [--format table|csv|json] [--html PATH]
+    curate schedule RECIPE --cron "0 3 * * *" [--name NAME]
     curate schema
     curate --version
 
@@ -51,6 +52,12 @@ REPORT_EXAMPLES = """Examples:
   curate report out/instruction-mix --sql "SELECT task, COUNT(*) n FROM selected GROUP BY task" --format csv
 
   curate report out/instruction-mix --html report.html
+"""
+SCHEDULE_EXAMPLES = """Examples:
+
+  curate schedule examples/quickstart.yaml --cron "0 3 * * *"
+
+  PREFECT_API_URL=http://127.0.0.1:4200/api curate schedule recipe.yaml --cron "0 */6 * * *" --name six-hourly
 """
 SCHEMA_EXAMPLES = """Examples:
 
@@ -204,6 +211,43 @@ def _report(
         sys.stdout.write(pl.DataFrame(manifest["summary"]["groups"]).write_csv())
     else:
         print(format_summary(manifest, max_groups=10_000))
+    return 0
+
+
+@app.command("schedule", help="Serve the build as a Prefect deployment that runs on a cron schedule "
+             "(until Ctrl-C).", epilog=SCHEDULE_EXAMPLES)
+def _schedule(
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="path to the recipe YAML")],
+    cron: Annotated[str, typer.Option("--cron", help="cron expression, e.g. \"0 3 * * *\" (03:00 every day)")],
+    name: Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")] = "UTC",
+    out: Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field (repeatable)"),
+    ] = None,
+) -> int:
+    from curation.builder import preflight
+    from curation.recipe import load_recipe
+
+    overrides = list(set_ or []) + ([f"output.root={out}"] if out else [])
+    r = load_recipe(recipe, overrides)  # a bad recipe fails now, not at 03:00
+    preflight(r)
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.curate import curate
+
+    hide_tracebacks_of_user_errors()
+    deployment = name or r.name
+    print(f"serving deployment curate/{deployment} on {cron!r} ({timezone}); each run builds {r.name} "
+          "(nothing published when nothing changed). Ctrl-C stops.", flush=True)
+    # the resolved recipe is the parameter, so a run does not depend on the YAML file staying put;
+    # the flow is found by module path (an installed package), whatever the working directory
+    curate.serve(name=deployment, schedules=[CronSchedule(cron=cron, timezone=timezone)],
+                 parameters={"recipe": r.model_dump(mode="json")}, tags=[r.name, r.select.method],
+                 description=f"curate build {recipe}", print_starting_message=False,
+                 entrypoint_type=EntrypointType.MODULE_PATH)
     return 0
 
 

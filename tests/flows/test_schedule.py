@@ -1,0 +1,90 @@
+"""`curate schedule` against a real Prefect server (`prefect server start` on loopback): the
+server's scheduler plans the cron runs, a triggered run publishes a version, a second run with
+nothing changed publishes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from curation.publish import list_versions
+
+CURATE = str(Path(sys.executable).with_name("curate"))
+
+
+def api(url: str, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"{url}{path}", data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"}, method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def wait_for(what, check, timeout=120.0, every=1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except OSError:  # not there yet (404) or the server is busy
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+
+
+def run_state(url: str, run_id: str) -> str | None:
+    return api(url, f"/flow_runs/{run_id}")["state"]["type"]
+
+
+@pytest.mark.slow
+def test_a_scheduled_deployment_gets_cron_runs_and_triggered_runs_build(tmp_path, prefect_server, ray_session):
+    pl.DataFrame({"id": [f"r{i}" for i in range(60)], "text": [f"row {i} " + "y" * (i % 5) for i in range(60)],
+                  "g": ["a", "b"] * 30}).write_parquet(tmp_path / "rows.parquet")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "nightly-ds", "seed": 2,
+        "sources": [{"name": "rows", "kind": "files", "path": str(tmp_path / "rows.parquet"), "id": "id",
+                     "text": "text"}],
+        "groups": ["g"], "embed": {"model": "hashing"}, "cluster": {"k": 3},
+        "select": {"method": "stratified", "budget": 20, "mode": "equal"},
+        "output": {"root": str(tmp_path / "out")}}))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "RAY_ADDRESS": ray_session,
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    serve = subprocess.Popen([CURATE, "schedule", "r.yaml", "--cron", "0 3 * * *", "--name", "nightly"], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    try:
+        deployment = wait_for("the deployment", lambda: api(prefect_server, "/deployments/name/curate/nightly"))
+        assert deployment["parameters"]["recipe"]["name"] == "nightly-ds"
+        assert deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+        assert set(deployment["tags"]) == {"nightly-ds", "stratified"}
+        # the server's scheduler (not the test) plans the next runs, each at 03:00 UTC
+        scheduled = wait_for("scheduled runs", lambda: api(prefect_server, "/flow_runs/filter", {
+            "deployments": {"id": {"any_": [deployment["id"]]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}}}))
+        assert all(r["expected_start_time"][11:16] == "03:00" for r in scheduled)
+
+        for expected_versions in (["v0001"], ["v0001"]):  # the second run: nothing changed, nothing published
+            run = api(prefect_server, f"/deployments/{deployment['id']}/create_flow_run", {"state": {"type": "SCHEDULED"}})
+            state = wait_for("the triggered run to finish", lambda: (s := run_state(prefect_server, run["id"])) in (
+                "COMPLETED", "FAILED", "CRASHED") and s, timeout=240, every=2)
+            assert state == "COMPLETED"
+            assert list_versions(tmp_path / "out/nightly-ds") == expected_versions
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)  # Ctrl-C: the served deployment stops
+        try:
+            serve.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+    output = serve.stdout.read()
+    assert "serving deployment curate/nightly" in output and "Traceback" not in output
