@@ -33,6 +33,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from curation.exceptions import CurationError, DatasetLocked
+from curation.stages import remove_stale_tmp, tmp_name
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 
@@ -151,7 +152,10 @@ def publish_version(
     """
     d = Path(dataset_dir)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".tmp-{uuid.uuid4().hex}"
+    # a killed publish leaves its temporary directory: the next publish removes it (the owner's
+    # pid is in the name, so a live concurrent writer's directory is left alone)
+    remove_stale_tmp(d)
+    tmp = d / tmp_name()
     try:
         (tmp / "data").mkdir(parents=True)
         n_shards = max(1, -(-data.height // rows_per_shard))

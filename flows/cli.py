@@ -13,6 +13,7 @@ stderr (no traceback) and exit with 2.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Annotated
 import typer
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 # Set before Prefect or the model load: no hub downloads, no telemetry from the temporary server,
 # and DO_NOT_TRACK turns off Prefect's client-side telemetry (and its first-run notice).
 QUIET_DEFAULTS = {
@@ -143,6 +145,7 @@ def _build(
                   "nothing published (--force publishes anyway)")
             print(unchanged.path)
             return 0
+        start_prefect_server_shielded()
         from flows.curate import curate
 
         hide_tracebacks_of_user_errors()
@@ -270,10 +273,90 @@ def _schema() -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a build the way Ctrl-C does: children stopped, one line
+
+
+def start_prefect_server_shielded() -> None:
+    """Start Prefect's temporary API server (when no ``PREFECT_API_URL`` names one) outside this
+    process group. Ctrl-C in a terminal signals the whole foreground group, and uvicorn shuts
+    down on SIGINT: the interrupted flow would then wait forever to report its crash to a dead
+    server. This process gets the Ctrl-C and stops the server itself (:func:`stop_children`;
+    Prefect's own atexit hook on a normal exit)."""
+    import subprocess
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the instance Prefect's clients use in ephemeral mode
+    popen = subprocess.Popen
+    # Prefect starts the server with a plain subprocess.Popen and no way to pass options: give
+    # that one call its own session (nothing else starts a process during it)
+    subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+    try:
+        server.start()
+    finally:
+        subprocess.Popen = popen  # type: ignore[misc]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def stop_children(grace: float = 3.0) -> None:
+    """Stop everything this process started: its local Ray (``ray.shutdown``), Prefect's
+    temporary API server, and then any descendant still alive after ``grace`` seconds (Ray's
+    agents outlive the raylet by minutes otherwise). Used when a build is interrupted."""
+    import signal
+    import time
+
+    started = _descendants(os.getpid())
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    if "prefect.server.api.server" in sys.modules:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        for server in list(SubprocessASGIServer._instances.values()):
+            server.stop()
+    deadline = time.monotonic() + grace
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in started if Path(f"/proc/{p}").exists()]
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [p for p in alive if Path(f"/proc/{p}").exists()]
+        for p in alive:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 1.0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The entry point (console script and tests): returns the exit code, never calls sys.exit."""
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     from curation.exceptions import CurationError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -290,9 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.format_message().replace("Value error, ", "")  # pydantic's prefix on a bad choice
         print(f"error: {msg} (see `{where} --help`)", file=sys.stderr)
         return exc.exit_code
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 1
+    except (typer.Abort, KeyboardInterrupt):
+        return _interrupted(console=argv is None)
+    except SystemExit as exc:  # Prefect turns a SIGTERM during a flow run into exit(15)
+        if exc.code in (signal.SIGTERM, -signal.SIGTERM, 128 + signal.SIGTERM):
+            return _interrupted(console=argv is None)
+        raise
     except (CurationError, FileNotFoundError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {msg}", file=sys.stderr)
@@ -302,7 +388,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         raise
+    if rv == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt (Ctrl-C; SIGTERM via _interrupt) into 130
+        return _interrupted(console=argv is None)
     return rv if isinstance(rv, int) else 0
+
+
+def _interrupted(*, console: bool) -> int:
+    """Ctrl-C or SIGTERM: stop the children, say so in one line (nothing is half-published, the
+    finished stages stay for the rerun). The console script then leaves at once: Prefect's
+    atexit hooks would only wait on work that was cancelled."""
+    if console:  # in tests main() shares its process (and Ray) with the test session
+        stop_children()
+    print("interrupted: nothing was published; finished stages are kept, so a rerun resumes",
+          file=sys.stderr, flush=True)
+    if console:
+        sys.stdout.flush()
+        os._exit(EXIT_INTERRUPTED)
+    return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

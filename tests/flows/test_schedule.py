@@ -75,8 +75,11 @@ def test_a_scheduled_deployment_gets_cron_runs_and_triggered_runs_build(tmp_path
 
         for expected_versions in (["v0001"], ["v0001"]):  # the second run: nothing changed, nothing published
             run = api(prefect_server, f"/deployments/{deployment['id']}/create_flow_run", {"state": {"type": "SCHEDULED"}})
-            state = wait_for("the triggered run to finish", lambda: (s := run_state(prefect_server, run["id"])) in (
-                "COMPLETED", "FAILED", "CRASHED") and s, timeout=240, every=2)
+            def finished(run_id=run["id"]):
+                state = run_state(prefect_server, run_id)
+                return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
+
+            state = wait_for("the triggered run to finish", finished, timeout=240, every=2)
             assert state == "COMPLETED"
             assert list_versions(tmp_path / "out/nightly-ds") == expected_versions
     finally:

@@ -1,0 +1,78 @@
+"""Ctrl-C and SIGTERM end `curate build` in one line and leave nothing running.
+
+The builds run as a new user runs them: no RAY_ADDRESS, no PREFECT_API_URL, so each starts
+its own local Ray and Prefect's temporary server; both must be gone when it has exited.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CURATE = str(Path(sys.executable).with_name("curate"))
+
+
+def live_pids() -> set[int]:
+    out = set()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(int(entry.name))
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list[str]]:
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "big", "seed": 1,
+        "sources": [{"name": "e", "kind": "files", "path": str(ROOT / "data/evals_prompts.parquet"), "id": "prompt_id",
+                     "text": "text", "limit": 3000}],
+        "groups": ["task"], "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64}, "cluster": {"k": 8},
+        "select": {"method": "random", "budget": 100}, "output": {"root": "out"}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    before = live_pids()
+    # a terminal's process: SIGINT at its default (a test runner may have inherited it ignored)
+    proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "out/.stages").glob("ingest/*/record.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the build ended before ingest finished"
+        time.sleep(0.2)
+    time.sleep(3)  # into the embed stage (Ray starting or MiniLM embedding)
+    t0 = time.monotonic()
+    send(proc)
+    out, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t0 < 30
+    for _ in range(50):  # children may take a moment to be reaped by init
+        left = sorted(live_pids() - before - {os.getpid()})
+        if not left:
+            break
+        time.sleep(0.2)
+    names = [(Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")[:80] if Path(f"/proc/{p}").exists() else "")
+             for p in left]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), [n for n in names if n]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sigterm to the build"])
+def test_an_interrupted_build_says_one_line_publishes_nothing_and_leaves_no_process(tmp_path, how):
+    send = ((lambda p: os.killpg(p.pid, signal.SIGINT)) if how.startswith("ctrl-c")
+            else (lambda p: p.send_signal(signal.SIGTERM)))
+    done, left = interrupt_a_build(tmp_path, send)
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines()[-1] == (
+        "interrupted: nothing was published; finished stages are kept, so a rerun resumes")
+    assert "Traceback" not in done.stderr
+    assert left == []  # no Ray, no Prefect server outlives the build
+    assert not (tmp_path / "out/big").exists() or not list((tmp_path / "out/big").glob("v*"))
+    assert list((tmp_path / "out/.stages").glob("ingest/*/record.json"))  # kept for the rerun
