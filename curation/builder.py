@@ -46,6 +46,7 @@ import polars as pl
 
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
+from curation.exceptions import SourceReadError
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
@@ -320,7 +321,12 @@ class Builder:
         def produce(out: Path) -> dict[str, Any]:
             parts, unreadable = [], Counter()
             for src, conn in conns:
-                parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped))
+                try:
+                    parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups,
+                                                      connector_skipped=conn.skipped))
+                except OSError as exc:  # network or storage trouble (ConnectionError, TimeoutError, ...)
+                    raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
+                                          f"{type(exc).__name__}: {exc}") from exc
                 unreadable.update(conn.skipped)
             items, skipped = pipeline.merge_sources(parts)
             for reason, n in unreadable.items():  # lines no connector could decode: counted, no id to report

@@ -21,3 +21,11 @@ class RecipeError(CurationError, ValueError):
 
 class DatasetLocked(CurationError):
     """Another build holds the dataset's lock (raised only when not waiting for it)."""
+
+
+class SourceReadError(CurationError):
+    """Reading a source failed in a way that may pass (network, storage): worth a retry.
+
+    Raised with the stage and source named and the cause in the message; the flow retries the
+    ingest task on it (and only on it: a bad recipe or bad data is never retried).
+    """

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
 from curation.embed import Embedder
+from curation.exceptions import SourceReadError
 
 
 class RayChunks:
@@ -49,7 +50,18 @@ def ray_builder(recipe, **options) -> Builder:
                    n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
 
 
-@task(name="ingest", cache_policy=NO_CACHE)
+def transient(task, task_run, state) -> bool:
+    """Retry only what may pass: a failed source read; never a bad recipe or bad data."""
+    try:
+        state.result()
+    except SourceReadError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+@task(name="ingest", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10], retry_condition_fn=transient)
 def ingest_task(b: Builder) -> Ingested:
     return b.ingest()
 

@@ -70,3 +70,57 @@ def test_no_wait_fails_at_once_while_the_dataset_is_locked_and_unchanged_publish
     assert first.returncode == again.returncode == 0
     assert again.stdout.startswith("unchanged since v0001:") and again.stdout.strip().splitlines()[-1] == "out/ds/v0001"
     assert list_versions(work / "out/ds") == ["v0001"]
+
+
+class FlakyFiles:
+    """A files connector whose reads fail with a transient error the first ``fail`` times."""
+
+    reads = 0
+    fail = 2
+
+
+def _flaky_class():
+    from connectors.files import FilesConnector
+
+    class Flaky(FilesConnector, name="flaky-files-test"):
+        def _read_unit(self, unit):
+            FlakyFiles.reads += 1
+            if FlakyFiles.reads <= FlakyFiles.fail:
+                raise ConnectionError(f"connection reset by peer (read {FlakyFiles.reads})")
+            yield from super()._read_unit(unit)
+
+    return Flaky
+
+
+@pytest.mark.slow
+def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(project, monkeypatch, capsys):
+    from connectors.base import Connector
+    from flows.cli import main
+
+    work, env = project
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("RAY_ADDRESS", env["RAY_ADDRESS"])
+    _flaky_class()
+    try:
+        FlakyFiles.reads, FlakyFiles.fail = 0, 2
+        assert main(["build", "r.yaml", "--set", "sources.0.kind=flaky-files-test"]) == 0
+        assert FlakyFiles.reads == 3  # two transient failures, then the read that worked
+        assert capsys.readouterr().out.strip().splitlines()[-1] == "out/ds/v0001"
+
+        FlakyFiles.reads, FlakyFiles.fail = 0, 0
+        code = main(["build", "r.yaml", "--set", "sources.0.kind=flaky-files-test", "--set", "sources.0.text=nope"])
+        err = capsys.readouterr().err
+        assert code == 2 and FlakyFiles.reads == 1  # bad data: one read, no retry
+        assert err.strip().splitlines()[-1].startswith("error: sources[rows].text names column 'nope'")
+
+        FlakyFiles.reads, FlakyFiles.fail = 0, 99  # and a changed file, so ingest is not reused
+        rows = pl.read_parquet(work / "rows.parquet")
+        pl.concat([rows, rows.head(1).with_columns(id=pl.lit("new"))]).write_parquet(work / "rows.parquet")
+        code = main(["build", "r.yaml", "--set", "sources.0.kind=flaky-files-test"])
+        err = capsys.readouterr().err
+        assert code == 2 and FlakyFiles.reads == 4  # the first try and three retries
+        assert err.strip().splitlines()[-1] == ("error: ingest: reading source 'rows' failed: ConnectionError: "
+                                                "connection reset by peer (read 4)")
+        assert list_versions(work / "out/ds") == ["v0001"]
+    finally:
+        Connector.registry.pop("flaky-files-test")
