@@ -146,10 +146,13 @@ def _build(
             print(unchanged.path)
             return 0
         start_prefect_server_shielded()
+        from prefect import tags
+
         from flows.curate import curate
 
         hide_tracebacks_of_user_errors()
-        version_dir = curate(recipe.model_dump(mode="json"), force=force, wait=not no_wait)
+        with tags(recipe.name, recipe.select.method):  # the UI filters runs by dataset and method
+            version_dir = curate(recipe.model_dump(mode="json"), force=force, wait=not no_wait)
     manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
     # plain print, not rich: scripts and tests parse this, and the last line must be the path
     print(format_summary(manifest))

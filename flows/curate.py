@@ -14,6 +14,9 @@ store, which knows what each stage reads.
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -89,10 +92,38 @@ def select_task(b: Builder, ingested: Ingested, embedded: Embedded, clustered: C
 
 @task(name="publish", cache_policy=NO_CACHE)
 def publish_task(b: Builder, selected: Selected) -> str:
-    return str(b.publish(selected).path)
+    version = b.publish(selected)
+    announce(version, b.recipe.name)
+    return str(version.path)
 
 
-@flow(name="curate", log_prints=False)
+def run_name() -> str:
+    """A flow run's name until it publishes: the dataset and the start time (UTC)."""
+    from prefect.runtime import flow_run
+
+    recipe = flow_run.parameters.get("recipe")
+    name = recipe.get("name", "recipe") if isinstance(recipe, dict) else Path(str(recipe)).stem
+    return f"{name} {time.strftime('%Y-%m-%d %H:%M', time.gmtime())}"
+
+
+def announce(version, dataset: str) -> None:
+    """Name the flow run after the version it made, and attach the summary as a markdown
+    artifact (the Prefect UI's Artifacts tab), keyed by dataset so versions line up."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.client.orchestration import get_client
+    from prefect.context import get_run_context
+
+    from curation.report import format_summary
+
+    flow_run = get_run_context().task_run.flow_run_id
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run, name=f"{dataset} {version.name}")
+    key = "curation-" + re.sub(r"[^a-z0-9-]+", "-", dataset.lower()).strip("-")
+    create_markdown_artifact(key=key, description=f"{dataset} {version.name}",
+                             markdown=f"**{version.path}**\n\n```\n{format_summary(version.manifest)}\n```\n")
+
+
+@flow(name="curate", log_prints=False, flow_run_name=run_name)
 def curate(recipe: dict[str, Any] | str, overrides: list[str] | None = None, force: bool = False,
            wait: bool = True) -> str:
     """Build one version of a recipe (a mapping or a YAML path); returns the version directory.

@@ -125,6 +125,7 @@ def test_flow_served_as_a_deployment_builds_from_a_plain_json_recipe(tmp_path, a
                                                                     prefect_api, monkeypatch):
     """The flow's parameter is JSON: a deployment run (parameters through Prefect's API) validates it itself."""
     from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.objects import StateType
     from prefect.runner import Runner
 
@@ -147,10 +148,16 @@ def test_flow_served_as_a_deployment_builds_from_a_plain_json_recipe(tmp_path, a
         async with get_client() as client:
             run = await client.create_flow_run_from_deployment(deployment_id, parameters={"recipe": recipe})
             await runner.start(run_once=True)  # picks the run up, executes it in a subprocess, returns
-            return await client.read_flow_run(run.id)
+            artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["curation-deployed"])))
+            return await client.read_flow_run(run.id), artifacts
 
-    run = asyncio.run(serve_one_run())
+    run, artifacts = asyncio.run(serve_one_run())
     assert run.state.type == StateType.COMPLETED, run.state
+    # as Prefect users expect: the run is named after the version it made; the summary is an artifact
+    assert run.name == "deployed v0001"
+    assert [a.type for a in artifacts] == ["markdown"] and str(tmp_path / "out/deployed/v0001") in artifacts[0].data
+    assert "dataset deployed v0001" in artifacts[0].data
     version = tmp_path / "out/deployed/v0001"
     assert verify_version(version) == []
     data = pl.read_parquet(version / "data")
