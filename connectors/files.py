@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from connectors.base import Connector
+from curation.secrets import expand
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 BATCH_ROWS = 65_536
@@ -31,6 +32,8 @@ class FilesConnector(Connector, name="files"):
 
     def units(self) -> list[str]:
         paths = self.source.path if isinstance(self.source.path, list) else [self.source.path]
+        field = f"sources[{self.source.name}].path"
+        paths = [expand(p, field=field) for p in paths]  # ${NAME} from the environment, only here
         out: list[str] = []
         for p in paths:
             if glob.has_magic(p):

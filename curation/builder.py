@@ -53,6 +53,7 @@ from curation.random import spawn
 from curation.recipe import Recipe, SourceConfig, load_recipe
 from curation.report import summarize, version_delta
 from curation.report_schema import status_counts
+from curation.secrets import redact_obj
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
 from curation.version import __version__
@@ -272,8 +273,9 @@ class Builder:
             sources = list(r.sources)
             if r.holdout is not None and r.holdout.path is not None:
                 sources.append(reference_source(r))
-            self._inputs = json.loads(json.dumps(
-                [{"source": s.name, "kind": s.kind, "units": _connector(s).fingerprints()} for s in sources]))
+            # redacted: a path a connector expanded from ${NAME} carries the placeholder again
+            self._inputs = redact_obj(json.loads(json.dumps(
+                [{"source": s.name, "kind": s.kind, "units": _connector(s).fingerprints()} for s in sources])))
         return self._inputs
 
     def unchanged_since(self) -> Version | None:
@@ -486,6 +488,7 @@ class Builder:
         if parent is not None:
             manifest["delta"] = version_delta(report, pl.read_parquet(self.dataset_dir / parent / "report.parquet"),
                                               parent)
+        manifest = redact_obj(manifest)  # nothing the build writes carries a secret
         path = publish_version(Path(r.output.root) / r.name, data, report, manifest,
                                rows_per_shard=r.output.rows_per_shard)
         return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))

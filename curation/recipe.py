@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from curation.exceptions import CurationError, RecipeError
+from curation.secrets import check_no_literal_password
 
 
 class _Strict(BaseModel):
@@ -73,6 +74,13 @@ class SourceConfig(_Strict):
     def _known_format(cls, v: str | None) -> str | None:
         if v is not None and v not in ("parquet", "jsonl", "csv"):
             raise ValueError(f"format must be one of 'parquet', 'jsonl', 'csv'; got {v!r}")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _no_literal_password(cls, v: str | list[str]) -> str | list[str]:
+        for p in [v] if isinstance(v, str) else v:
+            check_no_literal_password(p)
         return v
 
 
@@ -155,6 +163,13 @@ class HoldoutConfig(_Strict):
     path: str | list[str] | None = Field(default=None, description="or read the held-out rows from this file "
                                          "(with the first source's columns)")
     format: str | None = Field(default=None, description="the file's format (default: from its extension)")
+
+    @field_validator("path")
+    @classmethod
+    def _no_literal_password(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for p in [] if v is None else [v] if isinstance(v, str) else v:
+            check_no_literal_password(p)
+        return v
 
     @model_validator(mode="after")
     def _fraction_xor_path(self) -> HoldoutConfig:

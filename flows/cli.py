@@ -165,9 +165,11 @@ class _UserErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         from curation.exceptions import CurationError
+        from curation.secrets import redact
 
         if record.exc_info and isinstance(record.exc_info[1], CurationError):
             record.exc_info, record.exc_text = None, None
+        record.msg, record.args = redact(record.getMessage()), ()  # no secret reaches a log line
         return True
 
 
@@ -383,8 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _interrupted(console=argv is None)
         raise
     except (CurationError, FileNotFoundError, KeyError) as exc:
+        from curation.secrets import redact
+
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"error: {msg}", file=sys.stderr)
+        print(f"error: {redact(str(msg))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # polars SQL errors and the like: one line, not a traceback
         if type(exc).__module__.startswith("polars"):
