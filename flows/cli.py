@@ -3,6 +3,7 @@
     curate build RECIPE [--out ROOT] [--set a.b=c ...]
     curate report DATASET_DIR [--version vNNNN] [--sql "SELECT ..."] [--format table|csv|json] [--html PATH]
     curate schedule RECIPE --cron "0 3 * * *" [--name NAME]
+    curate deploy RECIPE --pool NAME [--cron "0 3 * * *"] [--name NAME]
     curate schema
     curate --version
 
@@ -257,6 +258,67 @@ def _schedule(
                  description=f"curate build {recipe}", print_starting_message=False,
                  entrypoint_type=EntrypointType.MODULE_PATH)
     return 0
+
+
+DEPLOY_EXAMPLES = """Examples:
+
+  prefect work-pool create curation --type process
+
+  curate deploy examples/quickstart.yaml --pool curation --cron "0 3 * * *"
+
+  prefect worker start --pool curation
+"""
+
+
+@app.command("deploy", help="Register the build as a Prefect deployment for a work pool (a worker runs it).",
+             epilog=DEPLOY_EXAMPLES)
+def _deploy(
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="path to the recipe YAML")],
+    pool: Annotated[str, typer.Option("--pool", help="the Prefect work pool whose workers run the build")],
+    cron: Annotated[str | None, typer.Option("--cron", help="cron schedule (default: runs only when triggered)")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")] = None,
+    timezone: Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")] = "UTC",
+    out: Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field (repeatable)"),
+    ] = None,
+) -> int:
+    from curation.builder import preflight
+    from curation.recipe import load_recipe
+
+    overrides = list(set_ or []) + ([f"output.root={out}"] if out else [])
+    r = load_recipe(recipe, overrides)
+    preflight(r)
+    if not os.environ.get("PREFECT_API_URL"):
+        from curation.exceptions import CurationError
+
+        raise CurationError("a deployment lives on a Prefect server: set PREFECT_API_URL "
+                            "(e.g. http://127.0.0.1:4200/api after `prefect server start`)")
+    from prefect.client.schemas.schedules import CronSchedule
+
+    import flows
+
+    hide_tracebacks_of_user_errors()
+    # the worker runs the flow from this installation's source; relative recipe paths resolve in
+    # the worker's working directory, so the recipe's own paths are best absolute for a pool
+    source = Path(flows.__file__).resolve().parents[1]
+    flow = curate_from_source(source)
+    deployment = name or r.name
+    flow.deploy(name=deployment, work_pool_name=pool, build=False, push=False,
+                schedules=[CronSchedule(cron=cron, timezone=timezone)] if cron else None,
+                parameters={"recipe": r.model_dump(mode="json")}, tags=[r.name, r.select.method],
+                description=f"curate build {recipe}", print_next_steps=False, ignore_warnings=True)
+    print(f"deployed curate/{deployment} to work pool {pool!r}" + (f" on {cron!r} ({timezone})" if cron else "")
+          + f"; start a worker: prefect worker start --pool {pool}")
+    return 0
+
+
+def curate_from_source(source: Path):
+    """The curate flow loaded from a source directory (what a process worker runs)."""
+    from prefect import Flow
+
+    return Flow.from_source(source=str(source), entrypoint="flows/curate.py:curate")
 
 
 def recipe_schema_json() -> str:

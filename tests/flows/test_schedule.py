@@ -91,3 +91,46 @@ def test_a_scheduled_deployment_gets_cron_runs_and_triggered_runs_build(tmp_path
             serve.wait()
     output = serve.stdout.read()
     assert "serving deployment curate/nightly" in output and "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_curate_deploy_registers_for_a_work_pool_and_a_process_worker_runs_it(tmp_path, prefect_server, ray_session):
+    pl.DataFrame({"id": [f"r{i}" for i in range(40)], "text": [f"row {i} " + "z" * (i % 4) for i in range(40)],
+                  "g": ["a", "b"] * 20}).write_parquet(tmp_path / "rows.parquet")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "pooled-ds", "seed": 2,
+        "sources": [{"name": "rows", "kind": "files", "path": str(tmp_path / "rows.parquet"), "id": "id",
+                     "text": "text"}],
+        "groups": ["g"], "embed": {"model": "hashing"}, "cluster": {"k": 2},
+        "select": {"method": "stratified", "budget": 10}, "output": {"root": str(tmp_path / "out")}}))
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "RAY_ADDRESS": ray_session}
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    done = subprocess.run([CURATE, "deploy", "r.yaml", "--pool", "test-pool", "--cron", "0 3 * * *", "--name", "pooled"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == ("deployed curate/pooled to work pool 'test-pool' on '0 3 * * *' (UTC); "
+                                   "start a worker: prefect worker start --pool test-pool")
+    deployment = api(prefect_server, "/deployments/name/curate/pooled")
+    assert deployment["work_pool_name"] == "test-pool" and deployment["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+    run = api(prefect_server, f"/deployments/{deployment['id']}/create_flow_run", {"state": {"type": "SCHEDULED"}})
+    worker = subprocess.run([prefect, "worker", "start", "--pool", "test-pool", "--run-once"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stdout[-2000:] + worker.stderr[-2000:]
+    state = wait_for("the worker's run", lambda: (s := run_state(prefect_server, run["id"])) in (
+        "COMPLETED", "FAILED", "CRASHED") and s, timeout=120, every=2)
+    assert state == "COMPLETED"
+    assert list_versions(tmp_path / "out/pooled-ds") == ["v0001"]
+
+
+def test_deploy_without_a_prefect_server_says_how_to_get_one(tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "d", "sources": [{"name": "s", "path": str(tmp_path / "r.yaml"), "text": "t", "format": "csv"}],
+        "select": {"method": "random", "budget": 1}}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run([CURATE, "deploy", "r.yaml", "--pool", "p"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "error: a deployment lives on a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api after "
+        "`prefect server start`)")
