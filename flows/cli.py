@@ -135,6 +135,8 @@ def _build(
     from curation.builder import Builder, preflight
     from curation.report import format_summary, load_manifest
 
+    reap_orphans()  # Ray or a Prefect server a SIGKILLed build could not stop
+    mark_build()
     preflight(recipe)
     builder = Builder(recipe, force=force, wait=not no_wait)
     # the lock before Prefect starts: a second build waits here, not in a race for the
@@ -365,6 +367,50 @@ def start_prefect_server_shielded() -> None:
         server.start()
     finally:
         subprocess.Popen = popen  # type: ignore[misc]
+
+
+BUILD_ID_VAR = "CURATION_BUILD_ID"  # "<pid>-<random>", inherited by every process a build starts
+
+
+def mark_build() -> None:
+    """Mark this build's process tree: Ray and Prefect's server inherit the variable, so if this
+    process is SIGKILLed (no clean-up can run) the next build can find and stop what it left."""
+    import uuid
+
+    os.environ[BUILD_ID_VAR] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def reap_orphans(grace: float = 3.0) -> int:
+    """Stop processes left by builds that were killed: those whose ``CURATION_BUILD_ID`` names a
+    process that no longer exists. Returns how many were stopped (Linux /proc; 0 elsewhere)."""
+    import signal
+    import time
+
+    me = os.getpid()
+    orphans = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        mark = next((v[len(BUILD_ID_VAR) + 1:] for v in env if v.startswith(BUILD_ID_VAR.encode() + b"=")), None)
+        if not mark or int(entry.name) == me:
+            continue
+        owner = int(mark.split(b"-")[0])
+        if owner != me and not Path(f"/proc/{owner}").exists():
+            orphans.append(int(entry.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in orphans:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in orphans):
+            time.sleep(0.1)
+    if orphans:
+        print(f"stopped {len(orphans)} process(es) left running by a killed build", file=sys.stderr, flush=True)
+    return len(orphans)
 
 
 def _descendants(pid: int) -> list[int]:

@@ -76,3 +76,43 @@ def test_an_interrupted_build_says_one_line_publishes_nothing_and_leaves_no_proc
     assert left == []  # no Ray, no Prefect server outlives the build
     assert not (tmp_path / "out/big").exists() or not list((tmp_path / "out/big").glob("v*"))
     assert list((tmp_path / "out/.stages").glob("ingest/*/record.json"))  # kept for the rerun
+
+
+def marked_by(owner: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if f"CURATION_BUILD_ID={owner}-".encode() in (entry / "environ").read_bytes():
+                out.append(int(entry.name))
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.slow
+def test_the_next_build_stops_what_a_sigkilled_build_left_running(tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({
+        "name": "killed", "seed": 1,
+        "sources": [{"name": "e", "kind": "files", "path": str(ROOT / "data/evals_prompts.parquet"), "id": "prompt_id",
+                     "text": "text", "limit": 800}],
+        "groups": ["task"], "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64}, "cluster": {"k": 4},
+        "select": {"method": "random", "budget": 50}, "output": {"root": "out"}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not list((tmp_path / "out/.stages").glob("ingest/*/record.json")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(2)
+    proc.kill()  # SIGKILL: no clean-up can run
+    proc.wait()
+    left = marked_by(proc.pid)
+    assert left  # Prefect's temporary server (and Ray) outlived the killed build
+    rerun = subprocess.run([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"stopped {len(left)} process(es) left running by a killed build" in rerun.stderr
+    assert marked_by(proc.pid) == []
+    manifest = __import__("json").loads((tmp_path / rerun.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
+    assert manifest["stages"]["ingest"]["reused"] is True  # and it resumed
