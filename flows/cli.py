@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -342,8 +343,40 @@ def _schema() -> int:
     return 0
 
 
+_interrupt_requested = threading.Event()  # Ctrl-C or SIGTERM arrived
+_interrupt_handled = threading.Event()  # main() caught it and is cleaning up
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a build the way Ctrl-C does: children stopped, one line
+    """SIGINT and SIGTERM: raise KeyboardInterrupt, and keep raising it every few seconds until
+    main() has caught it. One raised while Python runs a ``__del__`` (an asyncio transport being
+    collected, say) is printed and dropped, and the build would carry on to the end."""
+    if not _interrupt_requested.is_set():
+        _interrupt_requested.set()
+        threading.Thread(target=_repeat_interrupt, name="curation-interrupt", daemon=True).start()
+    raise KeyboardInterrupt
+
+
+def _repeat_interrupt(period: float = 2.0) -> None:
+    import signal
+
+    # a real signal, not _thread.interrupt_main(): it also wakes a main thread blocked in C (ray.get)
+    while not _interrupt_handled.wait(period):  # long enough for Prefect to record the crash
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def _quiet_unraisable(args) -> None:
+    """An interrupt dropped in a ``__del__`` is delivered again, without an 'Exception ignored'
+    traceback: a KeyboardInterrupt by :func:`_repeat_interrupt`, and Prefect's TerminationSignal
+    (its SIGTERM handler during a flow run) by sending SIGTERM once more."""
+    import signal
+
+    if isinstance(args.exc_value, KeyboardInterrupt):
+        return
+    if type(args.exc_value).__name__ == "TerminationSignal":
+        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    sys.__unraisablehook__(args)
 
 
 def start_prefect_server_shielded() -> None:
@@ -468,8 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     import signal
 
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # not when inherited ignored (nohup, background jobs)
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, _interrupt)
+    sys.unraisablehook = _quiet_unraisable
     from curation.exceptions import CurationError
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -512,6 +547,7 @@ def _interrupted(*, console: bool) -> int:
     """Ctrl-C or SIGTERM: stop the children, say so in one line (nothing is half-published, the
     finished stages stay for the rerun). The console script then leaves at once: Prefect's
     atexit hooks would only wait on work that was cancelled."""
+    _interrupt_handled.set()
     if console:  # in tests main() shares its process (and Ray) with the test session
         stop_children()
     print("interrupted: nothing was published; finished stages are kept, so a rerun resumes",
