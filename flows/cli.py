@@ -226,25 +226,35 @@ def _report(
     return 0
 
 
+# options shared by `schedule` and `deploy`
+DeploymentName = Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")]
+TimeZone = Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")]
+OutRoot = Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")]
+SetField = Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE",
+                                                    help="override a recipe field (repeatable)")]
+
+
+def checked_recipe(recipe: str, out: str | None, set_: list[str] | None):
+    """The validated recipe with ``--set`` and ``--out`` applied, its inputs and model checked."""
+    from curation.builder import preflight
+    from curation.recipe import load_recipe
+
+    r = load_recipe(recipe, list(set_ or []) + ([f"output.root={out}"] if out else []))
+    preflight(r)
+    return r
+
+
 @app.command("schedule", help="Serve the build as a Prefect deployment that runs on a cron schedule "
              "(until Ctrl-C).", epilog=SCHEDULE_EXAMPLES)
 def _schedule(
     recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="path to the recipe YAML")],
     cron: Annotated[str, typer.Option("--cron", help="cron expression, e.g. \"0 3 * * *\" (03:00 every day)")],
-    name: Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")] = None,
-    timezone: Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")] = "UTC",
-    out: Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field (repeatable)"),
-    ] = None,
+    name: DeploymentName = None,
+    timezone: TimeZone = "UTC",
+    out: OutRoot = None,
+    set_: SetField = None,
 ) -> int:
-    from curation.builder import preflight
-    from curation.recipe import load_recipe
-
-    overrides = list(set_ or []) + ([f"output.root={out}"] if out else [])
-    r = load_recipe(recipe, overrides)  # a bad recipe fails now, not at 03:00
-    preflight(r)
+    r = checked_recipe(recipe, out, set_)  # a bad recipe fails now, not at 03:00
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.deployments.runner import EntrypointType
 
@@ -279,20 +289,12 @@ def _deploy(
     recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="path to the recipe YAML")],
     pool: Annotated[str, typer.Option("--pool", help="the Prefect work pool whose workers run the build")],
     cron: Annotated[str | None, typer.Option("--cron", help="cron schedule (default: runs only when triggered)")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")] = None,
-    timezone: Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")] = "UTC",
-    out: Annotated[str | None, typer.Option("--out", help="output root (overrides output.root)")] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", metavar="KEY=VALUE", help="override a recipe field (repeatable)"),
-    ] = None,
+    name: DeploymentName = None,
+    timezone: TimeZone = "UTC",
+    out: OutRoot = None,
+    set_: SetField = None,
 ) -> int:
-    from curation.builder import preflight
-    from curation.recipe import load_recipe
-
-    overrides = list(set_ or []) + ([f"output.root={out}"] if out else [])
-    r = load_recipe(recipe, overrides)
-    preflight(r)
+    r = checked_recipe(recipe, out, set_)
     if not os.environ.get("PREFECT_API_URL"):
         from curation.exceptions import CurationError
 
@@ -501,13 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     import signal
 
-    for sig in (signal.SIGINT, signal.SIGTERM):  # not when inherited ignored (nohup, background jobs)
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(sig, _interrupt)
-    sys.unraisablehook = _quiet_unraisable
     from curation.exceptions import CurationError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["build"]:  # `schedule` serves until Ctrl-C, which Prefect's runner handles itself
+        for sig in (signal.SIGINT, signal.SIGTERM):  # not when inherited ignored (nohup, background jobs)
+            if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                signal.signal(sig, _interrupt)
+        sys.unraisablehook = _quiet_unraisable
     command = typer.main.get_command(app)
     try:
         # standalone_mode=False: click raises instead of printing a framed panel and exiting, and
