@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -57,6 +58,8 @@ from curation.secrets import redact_obj
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
 from curation.version import __version__
+
+log = logging.getLogger("curation.builder")
 
 MapChunks = Callable[[Embedder, list[list[str]]], Iterator[np.ndarray]]
 MapFn = Callable[..., list[Any]]
@@ -290,6 +293,7 @@ class Builder:
         manifest = json.loads((self.dataset_dir / latest / "manifest.json").read_text())
         if manifest.get("recipe_sha256") != self.recipe.sha256() or manifest.get("inputs") != self.inputs():
             return None
+        log.info("unchanged since %s: nothing to publish", latest)
         return Version(path=self.dataset_dir / latest, manifest=manifest, published=False)
 
     def _run(self, name: str, cls, sections: dict[str, Any], inputs: dict[str, StageOutput],
@@ -298,9 +302,11 @@ class Builder:
         or distilling the model whose id is in it), counted in the stage's time."""
         key = stage_key(name, STAGE_VERSIONS[name], {"package": __version__, **sections},
                         {k: v.key for k, v in inputs.items()})
+        log.info("%s: started (key %s)", name, key[:12])
         out = cls.of(self.store.run(name, key, produce))
         if setup_seconds:
             out = replace(out, seconds=round(out.seconds + setup_seconds, 3))
+        log.info("%s: %s", name, "reused from an earlier build" if out.reused else f"done in {out.seconds:.1f} s")
         self.runs[name] = out
         return out
 
@@ -491,6 +497,7 @@ class Builder:
         manifest = redact_obj(manifest)  # nothing the build writes carries a secret
         path = publish_version(Path(r.output.root) / r.name, data, report, manifest,
                                rows_per_shard=r.output.rows_per_shard)
+        log.info("publish: %s (%d rows)", path, data.height)
         return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))
 
     def collect_garbage(self) -> list[Path]:

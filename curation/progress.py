@@ -1,16 +1,22 @@
 """Progress for long stages: a bar on a terminal, plain lines in logs.
 
 ``progress(total, "embedding")`` returns a callable ``update(n)``-style object usable as a
-context manager. On a TTY it draws a tqdm bar on stderr; otherwise it prints a line such as
-``embedding: 5000/55719 (9%) 412.3/s`` at most every ``every`` seconds and once at the end, so
-CI logs and Prefect logs stay readable.
+context manager. It reports a line such as ``embedding: 5000/55719 (9%) texts, 412.3/s`` at
+most every ``every`` seconds and once at the end:
+
+- when the ``curation`` logger has handlers (the Prefect flow attaches Prefect's, so the lines
+  reach the run's logs in the UI), as an INFO record of ``curation.progress``;
+- otherwise on a TTY as a tqdm bar on stderr, else as a plain line on stderr (CI logs).
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from typing import TextIO
+
+log = logging.getLogger("curation.progress")
 
 
 class Progress:
@@ -20,7 +26,9 @@ class Progress:
         self.stream = stream or sys.stderr
         self.done = 0
         self.start = self.last = time.monotonic()
-        use_bar = self.stream.isatty() if bar is None else bar
+        # someone routes the library's logs (the flow, to Prefect): report there, not on a bar
+        self._log = bool(logging.getLogger("curation").handlers) and bar is None
+        use_bar = not self._log and (self.stream.isatty() if bar is None else bar)
         self._bar = None
         if use_bar:
             from tqdm import tqdm
@@ -40,7 +48,11 @@ class Progress:
         now = time.monotonic()
         rate = self.done / max(now - self.start, 1e-9)
         done = f"{self.done}/{self.total} ({self.done / self.total:.0%})" if self.total else f"{self.done}"
-        print(f"{self.desc}: {done} {self.unit}, {rate:.1f}/s", file=self.stream, flush=True)
+        line = f"{self.desc}: {done} {self.unit}, {rate:.1f}/s"
+        if self._log:
+            log.info(line)
+        else:
+            print(line, file=self.stream, flush=True)
         self.last = now
 
     def close(self) -> None:

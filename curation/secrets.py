@@ -1,7 +1,9 @@
-"""Secrets stay out of everything the build writes: recipes name them, the environment holds them.
+"""Secrets stay out of everything the build writes: recipes name them, a secret store holds them.
 
 A recipe string may use ``${NAME}`` for a value held in the environment, e.g.
-``path: s3://reader:${S3_PASSWORD}@minio.local/bucket/data.parquet``. The placeholder is what
+``path: s3://reader:${S3_PASSWORD}@minio.local/bucket/data.parquet``, or ``${kind:name}`` for a
+value from a registered secret store (:func:`register_resolver`): the Prefect flow registers
+``prefect``, so ``${prefect:pg-password}`` is the Prefect Secret block ``pg-password``. The placeholder is what
 the recipe, the manifest, the stage records, Prefect's parameters and every message carry; it is
 expanded (:func:`expand`) only where a connector opens the source. :func:`redact` turns any
 expanded secret back into its placeholder and masks a literal ``user:password@`` in a URL, so
@@ -14,28 +16,49 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
-PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME} (an environment variable) or ${kind:name} (a registered resolver, e.g. a Prefect block)
+PLACEHOLDER = re.compile(r"\$\{(?:(?P<kind>[a-z][a-z0-9-]*):)?(?P<name>[A-Za-z0-9_][A-Za-z0-9_.-]*)\}")
 # scheme://user:password@ where the password is not a placeholder
 URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:)(?P<password>[^\s@/]+)(?P<tail>@)")
 MASK = "***"
 
 _expanded: dict[str, str] = {}  # secret value -> its placeholder, for every value expand() produced
+_resolvers: dict[str, Callable[[str], str]] = {}
+
+
+def register_resolver(kind: str, resolve: Callable[[str], str]) -> None:
+    """Let ``${kind:name}`` placeholders be expanded by ``resolve(name)`` (which raises
+    ``KeyError`` with a one-line reason when ``name`` does not exist)."""
+    _resolvers[kind] = resolve
 
 
 def expand(text: str, *, field: str) -> str:
-    """``text`` with each ``${NAME}`` replaced by the environment's value (remembered for :func:`redact`).
+    """``text`` with each placeholder replaced by its value (remembered for :func:`redact`):
+    ``${NAME}`` from the environment, ``${kind:name}`` from the resolver registered for ``kind``.
 
     Raises:
-        KeyError: a placeholder names a variable the environment does not have (the message
-            names the field and the variable).
+        KeyError: a placeholder whose value does not exist, or whose kind has no resolver (the
+            message names the field, the placeholder and what to do).
     """
     def value(m: re.Match) -> str:
-        name = m.group(1)
-        if name not in os.environ:
-            raise KeyError(f"{field} uses ${{{name}}}, which is not set in the environment: export {name}=...")
-        secret = os.environ[name]
+        kind, name = m.group("kind"), m.group("name")
+        if kind is None:
+            if name not in os.environ:
+                raise KeyError(f"{field} uses ${{{name}}}, which is not set in the environment: export {name}=...")
+            secret = os.environ[name]
+        elif kind in _resolvers:
+            try:
+                secret = _resolvers[kind](name)
+            except KeyError as e:
+                raise KeyError(f"{field} uses {m.group(0)}: {e.args[0] if e.args else 'not found'}") from None
+        else:
+            known = ", ".join(f"${{{k}:...}}" for k in sorted(_resolvers)) or "none in this process"
+            raise KeyError(f"{field} uses {m.group(0)}, but no secret store '{kind}' is registered (registered: "
+                           f"{known}); ${{prefect:...}} works in `curate build` and the Prefect flow, "
+                           "${NAME} reads the environment")
         if secret:
             _expanded[secret] = m.group(0)
         return secret

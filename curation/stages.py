@@ -69,9 +69,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_tmp(directory: Path, *, other_hosts_after: float = 86_400.0) -> list[Path]:
-    """Remove temporary directories left by dead processes; returns what was removed.
+    """Remove temporary directories and files left by dead processes; returns what was removed.
 
-    A temporary directory of this host whose process is gone is removed at once; one of another
+    A temporary entry of this host whose process is gone is removed at once; one of another
     host (shared storage) only when untouched for ``other_hosts_after`` seconds, since its
     process may be alive over there. Directories of the old unnamed form (``.tmp-<hex>``) are
     treated like another host's.
@@ -82,7 +82,7 @@ def remove_stale_tmp(directory: Path, *, other_hosts_after: float = 86_400.0) ->
     host = socket.gethostname()
     now = time.time()
     for p in directory.iterdir():
-        if not p.name.startswith(TMP_PREFIX) or not p.is_dir():
+        if not p.name.startswith(TMP_PREFIX):
             continue
         owner, _, rest = p.name[len(TMP_PREFIX):].rpartition("-")[0].rpartition("-")
         pid = int(rest) if rest.isdigit() else None
@@ -91,7 +91,10 @@ def remove_stale_tmp(directory: Path, *, other_hosts_after: float = 86_400.0) ->
         else:
             stale = now - p.stat().st_mtime > other_hosts_after
         if stale:
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 

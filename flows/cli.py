@@ -138,11 +138,19 @@ def _build(
 
     reap_orphans()  # Ray or a Prefect server a SIGKILLed build could not stop
     mark_build()
-    preflight(recipe)
+    # ${prefect:name} secrets are read from Prefect's server, which starts under the lock
+    prefect_secrets = "${prefect:" in recipe.canonical_json()
+    if not prefect_secrets:
+        preflight(recipe)  # before waiting for the lock: a missing file fails at once
     builder = Builder(recipe, force=force, wait=not no_wait)
     # the lock before Prefect starts: a second build waits here, not in a race for the
     # temporary Prefect server; the flow takes the same lock again (re-entrant)
     with builder.lock():
+        if prefect_secrets:
+            start_prefect_server_shielded()
+            import flows.curate  # noqa: F401  (registers the ${prefect:...} resolver)
+
+            preflight(recipe)
         unchanged = builder.unchanged_since()
         if unchanged is not None:
             print(f"unchanged since {unchanged.name}: the recipe and every input equal that version's; "
@@ -240,6 +248,8 @@ def checked_recipe(recipe: str, out: str | None, set_: list[str] | None):
     from curation.recipe import load_recipe
 
     r = load_recipe(recipe, list(set_ or []) + ([f"output.root={out}"] if out else []))
+    import flows.curate  # noqa: F401  (registers the ${prefect:...} resolver the check may need)
+
     preflight(r)
     return r
 

@@ -14,17 +14,22 @@ store, which knows what each stage reads.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
 from curation.embed import Embedder
 from curation.exceptions import SourceReadError
+from curation.secrets import register_resolver
 
 
 class RayChunks:
@@ -51,6 +56,26 @@ def ray_builder(recipe, **options) -> Builder:
 
     return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor), map_fn=ray_map,
                    n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
+
+
+def prefect_secret(name: str) -> str:
+    """The value of the Prefect Secret block ``name``: what ``${prefect:name}`` in a recipe means.
+
+    The block lives on the Prefect server the build talks to (``PREFECT_API_URL``, or the local
+    database behind the temporary server): ``prefect block create secret`` or
+    ``Secret(value=...).save(name)``.
+    """
+    from prefect.blocks.system import Secret
+
+    try:
+        value = Secret.load(name).get()
+    except ValueError as e:  # Prefect's "Unable to find block document named ..."
+        raise KeyError(f"no Prefect Secret block named {name!r} ({e}); create it with "
+                       f"`prefect block create secret` or Secret(value=...).save({name!r})") from None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+register_resolver("prefect", prefect_secret)
 
 
 def transient(task, task_run, state) -> bool:
@@ -97,6 +122,25 @@ def publish_task(b: Builder, selected: Selected) -> str:
     return str(version.path)
 
 
+@contextmanager
+def library_logs_to_prefect() -> Iterator[None]:
+    """Send the library's ``curation.*`` INFO records (stage starts and ends, progress lines) to
+    the run's logs in Prefect, as Prefect does for ``PREFECT_LOGGING_EXTRA_LOGGERS``; they still
+    propagate to the console. Undone when the flow ends, so a later library build in the same
+    process is quiet again."""
+    from prefect.logging.handlers import APILogHandler
+
+    lib = logging.getLogger("curation")
+    handler, level = APILogHandler(), lib.level
+    lib.addHandler(handler)
+    lib.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(level)
+
+
 def run_name() -> str:
     """A flow run's name until it publishes: the dataset and the start time (UTC)."""
     from prefect.runtime import flow_run
@@ -136,11 +180,10 @@ def curate(recipe: dict[str, Any] | str, overrides: list[str] | None = None, for
     r = as_recipe(recipe, overrides or [])
     preflight(r)
     b = ray_builder(r, force=force, wait=wait)
-    with b.lock():
+    with library_logs_to_prefect(), b.lock():
         try:
             unchanged = b.unchanged_since()
             if unchanged is not None:
-                get_run_logger().info("unchanged since %s: nothing published", unchanged.name)
                 return str(unchanged.path)
             ingested = ingest_task(b)
             embedded = embed_task(b, ingested)

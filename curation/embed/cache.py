@@ -3,20 +3,22 @@
 Layout: ``<root>/<sha of embedder id>/part-<sha of keys>.parquet`` with columns ``key``
 (sha256 of the text) and ``vector`` (fixed-size list of float32), plus ``embedder.txt``
 holding the full id. Parts are written to a temporary name and renamed, so a crash never
-leaves a half-written part; concurrent writers of the same keys write identical files.
+leaves a half-written part (the temporary files of a killed build are removed by the next);
+concurrent writers of the same keys write identical files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from curation.stages import remove_stale_tmp, tmp_name
 
 
 def content_key(text: str) -> str:
@@ -30,6 +32,7 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike, embedder_id: str) -> None:
         self.embedder_id = embedder_id
         self.dir = Path(root) / hashlib.sha256(embedder_id.encode()).hexdigest()[:24]
+        remove_stale_tmp(self.dir)  # parts a killed build was writing
 
     def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """Look up ``keys``; returns (found mask (n,), vectors (n_found, d) in key order).
@@ -76,7 +79,7 @@ class EmbeddingCache:
         })
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
         final = self.dir / f"part-{digest}.parquet"
-        tmp = self.dir / f".tmp-{uuid.uuid4().hex}.parquet"
+        tmp = self.dir / f"{tmp_name()}.parquet"
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, final)
 

@@ -27,3 +27,24 @@ def test_an_unset_variable_and_a_literal_password_fail_with_the_fix(monkeypatch)
     with pytest.raises(ValueError, match=r"\(s3://u:\*\*\*@\.\.\.\); keep it in an environment variable") as exc:
         check_no_literal_password("s3://u:hunter2@h/x")
     assert "hunter2" not in str(exc.value)
+
+
+def test_a_registered_secret_store_expands_kind_placeholders_and_unknown_kinds_say_what_exists(monkeypatch):
+    from curation import secrets
+
+    store = {"pg-password": "Vault-Pw-1"}
+
+    def lookup(name: str) -> str:
+        if name not in store:
+            raise KeyError(f"no secret {name!r} in the test store")
+        return store[name]
+
+    monkeypatch.setattr(secrets, "_resolvers", {"vault": lookup})
+    url = expand("postgresql://app:${vault:pg-password}@db/x", field="sources[db].url")
+    assert url == "postgresql://app:Vault-Pw-1@db/x"
+    assert redact(f"connection to {url} refused") == "connection to postgresql://app:${vault:pg-password}@db/x refused"
+    assert check_no_literal_password("postgresql://app:${vault:pg-password}@db/x")  # a placeholder is no literal
+    with pytest.raises(KeyError, match=r"sources\[db\]\.url uses \$\{vault:other\}: no secret 'other'"):
+        expand("${vault:other}", field="sources[db].url")
+    with pytest.raises(KeyError, match=r"no secret store 'prefect' is registered \(registered: \$\{vault:\.\.\.\}\)"):
+        expand("${prefect:pg-password}", field="sources[db].url")

@@ -120,12 +120,85 @@ def test_sigkill_after_cluster_then_rerun_reuses_finished_stages(tmp_path, ray_s
     assert shard_bytes(resumed) == shard_bytes(whole)
 
 
+# run `curate build` in a process that SIGKILLs itself once the version's report is written,
+# i.e. in the middle of publishing (shards and report written, manifest and rename not yet)
+DIE_WHILE_PUBLISHING = """
+import os, signal, sys
+import curation.publish as publish
+write = publish._write_parquet
+def write_then_die(df, path):
+    write(df, path)
+    if path.name == "report.parquet":
+        os.kill(os.getpid(), signal.SIGKILL)
+publish._write_parquet = write_then_die
+from flows.cli import main
+sys.exit(main(["build", sys.argv[1]]))
+"""
+
+
+def cached_rows(cache: Path) -> int:
+    return sum(pl.read_parquet(p).height for p in cache.rglob("part-*.parquet"))
+
+
+@pytest.mark.slow
+def test_sigkill_while_embedding_and_while_publishing_then_rerun_publishes_the_uninterrupted_bytes(
+        tmp_path, evals_sample, ray_session, prefect_api):
+    recipe = {
+        "name": "resumed", "seed": 5,
+        "sources": [{"name": "evals", "kind": "files", "path": str(evals_sample), "id": "prompt_id", "text": "text",
+                     "label": "task"}],
+        # small chunks: the cache holds finished chunks while later ones are still being embedded
+        "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64, "chunk_size": 16},
+        "cluster": {"k": 7},
+        "select": {"method": "kmq", "budget": 60},
+    }
+    (tmp_path / "killed.yaml").write_text(yaml.safe_dump({**recipe, "output": {"root": "killed"}}))
+    env = {**os.environ, "RAY_ADDRESS": ray_session, "PREFECT_API_URL": prefect_api}
+    cache, store, dataset = tmp_path / "killed/.cache", tmp_path / "killed/.stages", tmp_path / "killed/resumed"
+
+    # 1. killed while embedding: some chunks are in the cache, the embed stage never finished
+    proc = subprocess.Popen([CURATE, "build", "killed.yaml"], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(cache.rglob("part-*.parquet"))) < 2:
+        assert proc.poll() is None, "the build ended before two chunks were embedded"
+        assert time.monotonic() < deadline, "no embedded chunk after 300 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(store.glob("embed/*/record.json")), "killed too late: the embed stage had finished"
+    done_before = cached_rows(cache)
+    texts = pl.read_parquet(evals_sample)["text"].unique().len()
+    assert 0 < done_before < texts
+
+    # 2. the rerun embeds only the rest, then is killed while publishing: no version is visible
+    proc = subprocess.run([sys.executable, "-c", DIE_WHILE_PUBLISHING, "killed.yaml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert cached_rows(cache) == texts  # every text embedded exactly once over both runs
+    assert not list(dataset.glob("v*")) and len(list(dataset.glob(".tmp-*"))) == 1
+
+    # 3. the next rerun reuses every stage, publishes v0001 and removes the half-written version
+    resumed = curate_build(tmp_path / "killed.yaml", {"RAY_ADDRESS": ray_session, "PREFECT_API_URL": prefect_api},
+                           tmp_path)
+    assert resumed == dataset / "v0001" and verify_version(resumed) == []
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert {k: v["reused"] for k, v in manifest["stages"].items()} == dict.fromkeys(["ingest", "embed", "cluster", "select"], True)
+    # the embed stage's facts are those of run 2, which embedded exactly what run 1 had not
+    assert manifest["embedding"]["embedded"] == texts - done_before
+    assert not list((tmp_path / "killed").rglob(".tmp-*"))  # no scratch left anywhere under the root
+
+    # the same bytes as a build that was never interrupted (the library's, in this process)
+    whole = curation.build({**recipe, "output": {"root": str(tmp_path / "whole")}})
+    assert shard_bytes(resumed) == shard_bytes(whole.path)
+
+
 @pytest.mark.slow
 def test_flow_served_as_a_deployment_builds_from_a_plain_json_recipe(tmp_path, adult_sample, ray_session,
                                                                     prefect_api, monkeypatch):
     """The flow's parameter is JSON: a deployment run (parameters through Prefect's API) validates it itself."""
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, LogFilter, LogFilterFlowRunId
     from prefect.client.schemas.objects import StateType
     from prefect.runner import Runner
 
@@ -150,14 +223,21 @@ def test_flow_served_as_a_deployment_builds_from_a_plain_json_recipe(tmp_path, a
             await runner.start(run_once=True)  # picks the run up, executes it in a subprocess, returns
             artifacts = await client.read_artifacts(artifact_filter=ArtifactFilter(
                 key=ArtifactFilterKey(any_=["curation-deployed"])))
-            return await client.read_flow_run(run.id), artifacts
+            logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            return await client.read_flow_run(run.id), artifacts, logs
 
-    run, artifacts = asyncio.run(serve_one_run())
+    run, artifacts, logs = asyncio.run(serve_one_run())
     assert run.state.type == StateType.COMPLETED, run.state
     # as Prefect users expect: the run is named after the version it made; the summary is an artifact
     assert run.name == "deployed v0001"
     assert [a.type for a in artifacts] == ["markdown"] and str(tmp_path / "out/deployed/v0001") in artifacts[0].data
     assert "dataset deployed v0001" in artifacts[0].data
+    # the library's stage and progress lines are in the run's logs (the UI's Logs tab)
+    messages = {(log.name, log.message) for log in logs}
+    for stage in ["ingest", "embed", "cluster", "select"]:
+        assert ("curation.builder", f"{stage}: started") in {(n, m.split(" (key")[0]) for n, m in messages}
+    assert any(n == "curation.progress" and m.startswith("reading adult: 4000 rows") for n, m in messages)
+    assert any(n == "curation.builder" and m.startswith(f"publish: {tmp_path}/out/deployed/v0001") for n, m in messages)
     version = tmp_path / "out/deployed/v0001"
     assert verify_version(version) == []
     data = pl.read_parquet(version / "data")

@@ -142,3 +142,44 @@ def test_deploy_without_a_prefect_server_says_how_to_get_one(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == (
         "error: a deployment lives on a Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api after "
         "`prefect server start`)")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT_YAML = ROOT / "infra/prefect/prefect.yaml"
+
+
+def test_prefect_yaml_names_the_flow_a_valid_recipe_and_its_tags():
+    """Static: what `prefect deploy` will register is the curate flow with a recipe that validates."""
+    from prefect import Flow
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from curation.recipe import load_recipe
+    from flows.curate import curate
+
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    assert config["build"] is None and config["push"] is None
+    for d in config["deployments"]:
+        module, func = d["entrypoint"].split(":")
+        assert (ROOT / module).is_file() and module == "flows/curate.py"
+        assert isinstance(curate, Flow) and func == curate.fn.__name__
+        recipe = load_recipe(str(ROOT / d["parameters"]["recipe"]))
+        assert d["tags"] == [recipe.name, recipe.select.method]
+        assert [CronSchedule(**s).cron for s in d["schedules"]] == ["0 3 * * *"]  # Prefect's own validation
+
+
+@pytest.mark.slow
+def test_prefect_deploy_of_prefect_yaml_registers_the_nightly_deployment(prefect_server):
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    subprocess.run([prefect, "work-pool", "create", "curation", "--type", "process"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    done = subprocess.run([prefect, "--no-prompt", "deploy", "--prefect-file", str(PREFECT_YAML), "--all"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deployment = api(prefect_server, "/deployments/name/curate/quickstart-nightly")
+    assert deployment["work_pool_name"] == "curation" and deployment["entrypoint"] == "flows/curate.py:curate"
+    assert deployment["parameters"] == {"recipe": "examples/quickstart.yaml"}
+    assert [s["schedule"]["cron"] for s in deployment["schedules"]] == ["0 3 * * *"]
+    # the worker runs in this checkout, where the recipe path resolves
+    assert deployment["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
