@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from connectors.base import Connector
+from curation.ingest import ROW_COL
 from curation.secrets import expand
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
@@ -96,26 +97,33 @@ class FilesConnector(Connector, name="files"):
 
     def _read_jsonl(self, unit: str) -> Iterator[pa.Table]:
         rows: list[dict[str, Any]] = []
+        lines: list[int] = []  # each row's line number: the report's location
+
+        def table() -> pa.Table:
+            t = pa.Table.from_pylist(rows)
+            return t.append_column(ROW_COL, pa.array(lines, pa.int64()))
+
         with open(unit, "rb") as f:
-            for raw in f:
+            for line_no, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError:
-                    self.skipped["invalid_utf8"] += 1
+                    self.skip("invalid_utf8", unit, line_no)
                     continue
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    self.skipped["malformed_json"] += 1
+                    self.skip("malformed_json", unit, line_no)
                     continue
                 if not isinstance(row, dict):
-                    self.skipped["malformed_json"] += 1
+                    self.skip("malformed_json", unit, line_no)
                     continue
                 rows.append(row)
+                lines.append(line_no)
                 if len(rows) >= BATCH_ROWS:
-                    yield pa.Table.from_pylist(rows)
-                    rows = []
+                    yield table()
+                    rows, lines = [], []
         if rows:
-            yield pa.Table.from_pylist(rows)
+            yield table()

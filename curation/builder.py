@@ -36,7 +36,6 @@ import inspect
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -48,13 +47,14 @@ import polars as pl
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.exceptions import SourceReadError
+from curation.ingest import LOCATION
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
 from curation.recipe import Recipe, SourceConfig, load_recipe
 from curation.report import summarize, version_delta
 from curation.report_schema import status_counts
-from curation.secrets import redact_obj
+from curation.secrets import redact, redact_obj
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
 from curation.version import __version__
@@ -219,9 +219,9 @@ def preflight(recipe: Recipe) -> None:
         make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
                            max_seq_length=cfg.max_seq_length).check()
     for src in recipe.sources:
-        _connector(src).units()
+        _connector(src).check()
     if recipe.holdout is not None and recipe.holdout.path is not None:
-        _connector(reference_source(recipe)).units()
+        _connector(reference_source(recipe)).check()
 
 
 def cache_dir(recipe: Recipe) -> Path:
@@ -327,18 +327,22 @@ class Builder:
             sections["seed"] = r.seed
 
         def produce(out: Path) -> dict[str, Any]:
-            parts, unreadable = [], Counter()
+            parts, unreadable = [], []
             for src, conn in conns:
                 try:
                     parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups,
                                                       connector_skipped=conn.skipped))
                 except OSError as exc:  # network or storage trouble (ConnectionError, TimeoutError, ...)
                     raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
-                                          f"{type(exc).__name__}: {exc}") from exc
-                unreadable.update(conn.skipped)
+                                          f"{type(exc).__name__}: {redact(str(exc))}") from exc
+                # rows no connector could decode: no id, but their source and location
+                unreadable += [{"source": src.name, "reason": s["reason"],
+                                LOCATION: s["unit"] if s["row"] is None else f"{s['unit']}:{s['row']}"}
+                               for s in conn.skipped_rows]
             items, skipped = pipeline.merge_sources(parts)
-            for reason, n in unreadable.items():  # lines no connector could decode: counted, no id to report
-                skipped = pl.concat([skipped, pl.DataFrame({"reason": [reason] * n})], how="diagonal_relaxed")
+            if unreadable:
+                skipped = pl.concat([skipped, pl.DataFrame(unreadable, schema={
+                    "source": pl.String, "reason": pl.String, LOCATION: pl.String})], how="diagonal_relaxed")
             held = None
             if ref is not None and ref.fraction is not None:
                 items, held = holdout.split_fraction(items, ref.fraction, rng=stage_rng(r.seed, "holdout"))

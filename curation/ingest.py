@@ -7,8 +7,9 @@ Every item gets:
 * ``source``: the recipe source name;
 * ``group``: the recipe's group columns joined with ``|`` (``<null>`` for a missing value), so
   several columns make intersectional groups;
-* hidden staging columns ``__text`` (text sources) and ``__label`` (when a label is named),
-  dropped before publishing.
+* hidden staging columns ``__text`` (text sources), ``__label`` (when a label is named) and
+  ``__location`` (``<unit>:<row>``, from the connector's :data:`UNIT_COL` and :data:`ROW_COL`:
+  the report's ``location``), dropped before publishing.
 
 The source's own columns are kept. One whose name collides with a reserved column (``id``,
 ``source``, ``group``, ``cluster``, ``selected_rank``, ``reason``) and is not the id column is
@@ -31,8 +32,13 @@ import pyarrow as pa
 from curation.exceptions import DataError
 
 RESERVED = ("id", "source", "group", "cluster", "selected_rank", "reason")
+#: Location columns every connector batch carries: the unit (file path, table) and the 1-based
+#: row in it (the line number for line-based files, when the connector knows it).
+UNIT_COL, ROW_COL = "__unit", "__row"
+LOCATION = "__location"
 NULL_GROUP = "<null>"
-SKIPPED_SCHEMA = {"id": pl.String, "source": pl.String, "group": pl.String, "reason": pl.String}
+SKIPPED_SCHEMA = {"id": pl.String, "source": pl.String, "group": pl.String, "reason": pl.String,
+                  LOCATION: pl.String}
 
 
 def _hash(s: str) -> str:
@@ -70,6 +76,11 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str]) -> tupl
     Raises:
         DataError: a column the recipe names is missing (the message lists the available ones).
     """
+    location = None
+    if UNIT_COL in table.column_names:
+        unit, row = table.column(UNIT_COL).to_pylist(), table.column(ROW_COL).to_pylist()
+        location = pl.Series(LOCATION, [f"{u}:{r}" for u, r in zip(unit, row)], dtype=pl.String)
+        table = table.drop_columns([UNIT_COL, ROW_COL])
     cols = table.column_names
     wanted = [("id", source.id), ("text", source.text), ("label", source.label)]
     wanted += [("feature", f) for f in source.features or []] + [("group", g) for g in groups]
@@ -103,6 +114,8 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str]) -> tupl
         extra.append(pl.Series("__text", text_values, dtype=pl.String))
     if source.label is not None:
         extra.append(pl.col(renames.get(source.label, source.label)).alias("__label"))
+    if location is not None:
+        extra.append(location)
     df = df.with_columns(extra)
 
     if source.id is not None:
@@ -119,7 +132,8 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str]) -> tupl
 
     keep = pl.Series([s is None for s in skip])
     group_cols = [renames.get(g, g) for g in groups]
-    skipped = df.filter(~keep).select("id", "source", "group", *group_cols).with_columns(
+    skipped = df.filter(~keep).select("id", "source", "group", *group_cols,
+                                      *([LOCATION] if location is not None else [])).with_columns(
         pl.Series("reason", [s for s in skip if s is not None], dtype=pl.String)
     )
     return df.filter(keep), skipped
@@ -141,7 +155,8 @@ def combine(batches: Iterable[tuple[pl.DataFrame, pl.DataFrame]], *, hashed_ids:
     group_cols = [c for c in skipped.columns if c not in SKIPPED_SCHEMA]
     if items.height and hashed_ids:
         first = items.select(pl.col("id").is_first_distinct()).to_series()
-        dups = items.filter(~first).select("id", "source", "group", *group_cols)
+        dups = items.filter(~first).select("id", "source", "group", *group_cols,
+                                           *([LOCATION] if LOCATION in items.columns else []))
         items = items.filter(first)
         skipped = pl.concat([skipped, dups.with_columns(reason=pl.lit("duplicate_content"))], how="diagonal_relaxed")
     return items, skipped

@@ -19,7 +19,7 @@ import pyarrow as pa
 from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
-from curation.ingest import check_unique_ids, combine, normalize_batch
+from curation.ingest import LOCATION, check_unique_ids, combine, normalize_batch
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
 from curation.report_schema import (
@@ -34,7 +34,7 @@ from curation.report_schema import (
 from curation.select import build_selector
 from curation.types import Pool, Reference, Selection
 
-STAGING_COLUMNS = ("__text", "__label")
+STAGING_COLUMNS = ("__text", "__label", LOCATION)
 MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 
 
@@ -254,8 +254,10 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     data = data.select(front + [c for c in data.columns if c not in front])
 
     base_cols = ["id", "source", "group", *[c for c in groups if c in full.columns]]
+    where = [pl.col(LOCATION).alias("location")]
     report = full.select(
         *base_cols,
+        *(where if LOCATION in full.columns else []),
         *([pl.col("__label").alias("label")] if "__label" in full.columns else []),
         "cluster",
         pl.col("selected_rank").is_not_null().alias("selected"),
@@ -272,6 +274,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     if skipped.height:
         sk = skipped.select(
             *[c for c in base_cols if c in skipped.columns],
+            *(where if LOCATION in skipped.columns else []),
             pl.lit(False).alias("selected"),
             pl.lit(SKIPPED).alias("status"),
             (pl.lit(skipped_code("")) + pl.col("reason")).alias("reason_code"),
@@ -282,6 +285,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         origin = pool.reference.origin if pool.reference is not None else "reference"
         ref = reference.select(
             *[c for c in base_cols if c in reference.columns],
+            *(where if LOCATION in reference.columns else []),
             *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
             pl.lit(False).alias("selected"),
             content_hashes(reference),

@@ -45,20 +45,63 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# the recipe keys each built-in connector kind reads (other kinds' keys are refused for it);
+# plugin kinds read ``options``
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "files": ("path", "format", "storage_options"),
+    "huggingface": ("path", "split", "config", "storage_options"),
+    "sql": ("url", "table", "query", "order_by", "page_size", "updated_at"),
+}
+CAST_TYPES = ("string", "int64", "float64", "bool", "date", "datetime")
+
+
 class SourceConfig(_Strict):
-    """One input source. Exactly one of ``text`` or ``features`` is given."""
+    """One input source. Exactly one of ``text`` or ``features`` is given.
+
+    Which keys apply depends on ``kind`` (:data:`KIND_FIELDS`): ``files`` reads ``path`` (local
+    or any fsspec URL: ``s3://``, ``gs://``, ``az://``, ``hf://``, ``file://``), ``huggingface``
+    reads a ``save_to_disk`` directory or a Hub-layout Parquet folder at ``path``, ``sql`` reads
+    ``table`` or a read-only ``query`` from the SQLAlchemy ``url``.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the source's name (report column `source`)")
-    kind: str = Field(default="files", description="the connector: `files` (Parquet, JSONL, CSV) or a plugin's kind")
-    path: str | list[str] = Field(description="a file, a glob, a directory or a list of them")
-    format: str | None = Field(default=None, description="parquet, jsonl or csv (default: from the file extension)")
+    kind: str = Field(default="files", description="the connector: `files` (Parquet, JSONL, CSV; local or fsspec "
+                      "URLs), `sql`, `huggingface`, or a plugin's kind (entry points curation.connectors)")
+    path: str | list[str] | None = Field(default=None, description="files: a file, a glob, a directory or a list "
+                                         "of them, local or an fsspec URL (s3://bucket/prefix/*.parquet); "
+                                         "huggingface: a save_to_disk directory or a Hub-layout Parquet folder")
+    format: str | None = Field(default=None, description="files: parquet, jsonl or csv (default: from the file "
+                               "extension)")
+    storage_options: dict[str, Any] | None = Field(default=None, description="files, huggingface: fsspec storage "
+                                                   "options (e.g. {endpoint_url: http://127.0.0.1:9000}); string "
+                                                   "values may use ${NAME}; credentials best come from the "
+                                                   "environment (AWS_ACCESS_KEY_ID, ...)")
+    url: str | None = Field(default=None, description="sql: a SQLAlchemy URL, the password as ${NAME} "
+                            "(postgresql://reader:${DB_PASSWORD}@host:5432/db, sqlite:///path.db)")
+    table: str | None = Field(default=None, description="sql: the table to read (or give `query`)")
+    query: str | None = Field(default=None, description="sql: a read-only SELECT (or give `table`)")
+    order_by: str | None = Field(default=None, description="sql: the column that orders rows stably across pages "
+                                 "(default: the id column)")
+    page_size: int = Field(default=10_000, gt=0, description="sql: rows fetched per page")
+    updated_at: str | None = Field(default=None, description="sql: a last-modified column; its maximum and the "
+                                   "row count fingerprint the source (default: the row count and a hash of "
+                                   "the rows' ids)")
+    split: str | None = Field(default=None, description="huggingface: the split to read (default: train, or the "
+                              "only split)")
+    config: str | None = Field(default=None, description="huggingface: the configuration (subset) of a "
+                               "Hub-layout folder (default: the only or the default one)")
+    options: dict[str, Any] | None = Field(default=None, description="a plugin connector's own settings")
     id: str | None = Field(default=None, description="the id column (default: sha256 of the content; exact "
                            "duplicates are then dropped)")
-    text: str | None = Field(default=None, description="the text column (a text source)")
+    text: str | None = Field(default=None, description="the text column (a text source); it must hold strings")
     features: list[str] | None = Field(default=None, description="feature columns (a tabular source): numbers "
                                        "standardised, everything else one-hot encoded")
     label: str | None = Field(default=None, description="the label column (needed by influence, knn-shapley, "
                               "valuation, group-adaptive and kmq-iterative's default feedback)")
+    cast: dict[str, str] | None = Field(default=None, description="column types to read as, {column: "
+                                        + " | ".join(CAST_TYPES) + "}: a declared column is cast in every file "
+                                        "(a value that cannot be cast skips its row); undeclared columns must "
+                                        "have one type across a source's files")
     limit: int | None = Field(default=None, gt=0, description="read at most this many rows (debugging)")
 
     @model_validator(mode="after")
@@ -69,6 +112,26 @@ class SourceConfig(_Strict):
             raise ValueError("`features` must name at least one column")
         return self
 
+    @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> SourceConfig:
+        mine = KIND_FIELDS.get(self.kind)
+        if mine is None:  # a plugin kind: its settings are in `options`
+            return self
+        for kind, keys in KIND_FIELDS.items():
+            for key in keys:
+                if key not in mine and key in self.model_fields_set:
+                    raise ValueError(f"`{key}` is a key of kind {kind!r}, not of kind {self.kind!r}")
+        if self.options is not None:
+            raise ValueError(f"`options` is for plugin connectors; kind {self.kind!r} does not read it")
+        if self.kind in ("files", "huggingface") and self.path is None:
+            raise ValueError(f"kind {self.kind!r} needs `path`")
+        if self.kind == "sql":
+            if self.url is None:
+                raise ValueError("kind 'sql' needs `url` (a SQLAlchemy URL, e.g. postgresql://user:${PW}@host/db)")
+            if (self.table is None) == (self.query is None):
+                raise ValueError("kind 'sql' needs exactly one of `table` or `query`")
+        return self
+
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str | None) -> str | None:
@@ -76,10 +139,18 @@ class SourceConfig(_Strict):
             raise ValueError(f"format must be one of 'parquet', 'jsonl', 'csv'; got {v!r}")
         return v
 
-    @field_validator("path")
+    @field_validator("cast")
     @classmethod
-    def _no_literal_password(cls, v: str | list[str]) -> str | list[str]:
-        for p in [v] if isinstance(v, str) else v:
+    def _known_cast(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for col, t in (v or {}).items():
+            if t not in CAST_TYPES:
+                raise ValueError(f"cast.{col}: {t!r} is not a type; use one of {', '.join(CAST_TYPES)}")
+        return v
+
+    @field_validator("path", "url")
+    @classmethod
+    def _no_literal_password(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for p in [] if v is None else [v] if isinstance(v, str) else v:
             check_no_literal_password(p)
         return v
 

@@ -65,6 +65,8 @@ REPORT_SCHEMA: tuple[Column, ...] = (
     Column("id", pl.String, "the row's id (source id column, or sha256 of the content)"),
     Column("source", pl.String, "the recipe source the row came from"),
     Column("group", pl.String, "the recipe's group columns joined with '|' ('*' when ungrouped)"),
+    Column("location", pl.String, "where the row came from: <file or table>:<row> (the line for line-based "
+           "files); null for rows without one", always=False),
     Column("<group columns>", None, "each column named in the recipe's groups:", always=False),
     Column("label", None, "the source's label column (sources[].label)", always=False),
     Column("cluster", pl.Int64, "k-means cluster of a pool row; null for reference and skipped rows"),
