@@ -21,7 +21,7 @@ Errors, so the build treats them right:
 Messages must not carry secrets: pass URLs through :func:`curation.secrets.redact`.
 
 Built-in connectors register by name (``class X(Connector, name="files")``); third-party
-packages plug in through the entry-point group ``curation.connectors`` (see docs/connectors.md).
+packages plug in through the entry-point group ``curation.connectors`` (see docs/sources/README.md).
 """
 
 from __future__ import annotations

@@ -15,8 +15,20 @@ The source's own columns are kept. One whose name collides with a reserved colum
 ``source``, ``group``, ``cluster``, ``selected_rank``, ``reason``) and is not the id column is
 renamed to ``src_<name>``.
 
-Rows whose text is null or not valid UTF-8 are not items: they are returned separately with a
-``reason`` so the report can count them, and never crash the run.
+Rows are what they claim to be (docs/sources/README.md#typed-rows):
+
+* a column named in ``cast`` is cast to that type in every batch; a value that cannot be cast
+  skips its row (``cast_failed``);
+* an undeclared column must keep one type across a source's files (integers and floats count as
+  one numeric type, an all-null column fits any): otherwise a :class:`DataError` names the
+  column, both files and the fix (``cast:``). :class:`SchemaGuard` remembers the first types;
+* the text column must hold strings (a CSV's bytes are decoded here);
+* bytes that are not UTF-8 in any string column skip their row (``invalid_utf8``): the column
+  stays a string column;
+* null, empty and whitespace-only texts skip their row (``null_text``, ``empty_text``).
+
+Skipped rows are not items: they are returned separately with a ``reason`` and their location
+so the report can count and show them, and they never crash the run.
 """
 
 from __future__ import annotations
@@ -45,62 +57,159 @@ def _hash(s: str) -> str:
     return hashlib.sha256(s.encode("utf-8")).hexdigest()[:20]
 
 
-def _decode_text(col: pa.ChunkedArray) -> tuple[list[str | None], list[str | None]]:
+def _decode_text(col: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], list[str | None]]:
     """Text values as str plus a skip reason per row (None = keep)."""
-    values = col.to_pylist()
-    texts: list[str | None] = []
+    texts = _decode_utf8(col)
     reasons: list[str | None] = []
-    for v in values:
-        if v is None:
-            texts.append(None)
+    for raw, t in zip(col.to_pylist(), texts):
+        if raw is None:
             reasons.append("null_text")
-        elif isinstance(v, bytes):
-            try:
-                texts.append(v.decode("utf-8"))
-                reasons.append(None)
-            except UnicodeDecodeError:
-                texts.append(None)
-                reasons.append("invalid_utf8")
-        elif isinstance(v, str):
-            texts.append(v)
-            reasons.append(None)
+        elif t is None:
+            reasons.append("invalid_utf8")
+        elif not t.strip():
+            reasons.append("empty_text")
         else:
-            texts.append(str(v))
             reasons.append(None)
-    return texts, reasons
+    return [t if r is None else None for t, r in zip(texts, reasons)], reasons
 
 
-def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Map one raw batch to (items, skipped rows). See the module docstring for the columns.
+def _decode_utf8(col: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    """A string or binary column's values as str; None where null or not valid UTF-8."""
+    if not _is_bytes(col.type):
+        return col.to_pylist()
+    out: list[str | None] = []
+    for v in col.to_pylist():
+        try:
+            out.append(None if v is None else v.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
+    return out
+
+
+def _is_bytes(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or _is_bytes(t) or pa.types.is_null(t))
+
+
+CAST = {"string": pl.String, "int64": pl.Int64, "float64": pl.Float64, "bool": pl.Boolean, "date": pl.Date,
+        "datetime": pl.Datetime("us")}
+
+
+def _type_family(t: pa.DataType) -> str:
+    """What schema drift compares: readers disagree on widths and on bytes vs strings, not on
+    what a column holds."""
+    if pa.types.is_null(t):
+        return "null"
+    if _is_text(t):
+        return "string"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "datetime"
+    return str(t)
+
+
+class SchemaGuard:
+    """The first type (family) and file of every column of one source: a later batch whose
+    column holds another kind of value is schema drift (:class:`DataError`)."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.first: dict[str, tuple[str, pa.DataType, str]] = {}
+
+    def check(self, table: pa.Table, unit: str) -> None:
+        declared = getattr(self.source, "cast", None) or {}
+        for name, t in zip(table.column_names, table.schema.types):
+            if name in declared or name in (UNIT_COL, ROW_COL):
+                continue
+            family = _type_family(t)
+            if family == "null":
+                continue
+            seen = self.first.setdefault(name, (family, t, unit))
+            if seen[0] != family:
+                raise DataError(
+                    f"source {self.source.name!r}: column {name!r} is {seen[1]} in {seen[2]} but {t} in {unit} "
+                    f"(schema drift between files); fix the files or declare the type: "
+                    f"sources[{self.source.name}].cast: {{{name}: string}}")
+
+
+def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
+                    guard: SchemaGuard | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Map one raw batch to (items, skipped rows). See the module docstring for the columns and
+    the type rules; ``guard`` carries the source's column types from batch to batch.
 
     Raises:
-        DataError: a column the recipe names is missing (the message lists the available ones).
+        DataError: a column the recipe names is missing (the message lists the available ones),
+            the text column does not hold strings, or a column's type drifted between files.
     """
-    location = None
+    location, unit = None, "an unlocated batch"
     if UNIT_COL in table.column_names:
-        unit, row = table.column(UNIT_COL).to_pylist(), table.column(ROW_COL).to_pylist()
-        location = pl.Series(LOCATION, [f"{u}:{r}" for u, r in zip(unit, row)], dtype=pl.String)
+        units, rows = table.column(UNIT_COL).to_pylist(), table.column(ROW_COL).to_pylist()
+        location = pl.Series(LOCATION, [f"{u}:{r}" for u, r in zip(units, rows)], dtype=pl.String)
+        unit = units[0] if units else unit
         table = table.drop_columns([UNIT_COL, ROW_COL])
     cols = table.column_names
+    declared = getattr(source, "cast", None) or {}
     wanted = [("id", source.id), ("text", source.text), ("label", source.label)]
     wanted += [("feature", f) for f in source.features or []] + [("group", g) for g in groups]
+    wanted += [("cast", c) for c in declared]
     for role, c in wanted:
         if c is not None and c not in cols:
-            where = f"groups: [{c}]" if role == "group" else f"sources[{source.name}].{role if role != 'feature' else 'features'}"
+            where = {"group": f"groups: [{c}]", "feature": f"sources[{source.name}].features",
+                     "cast": f"sources[{source.name}].cast"}.get(role, f"sources[{source.name}].{role}")
             raise DataError(
-                f"{where} names column {c!r}, which source {source.name!r} does not have. "
+                f"{where} names column {c!r}, which source {source.name!r} does not have"
+                f"{'' if location is None else f' ({unit})'}. "
                 f"Available columns: {', '.join(cols)}."
             )
+    if guard is not None:
+        guard.check(table, unit)
     n = table.num_rows
     skip: list[str | None] = [None] * n
+
+    def skip_where(bad: list[bool], reason: str) -> None:
+        for i, b in enumerate(bad):
+            if b and skip[i] is None:
+                skip[i] = reason
+
+    # declared types first, then bytes -> str in every other string-like column
+    columns: dict[str, pl.Series] = {}
+    for c in cols:
+        if c == source.text and c not in declared:
+            continue
+        col = table.column(c)
+        if c in declared:
+            values = _decode_utf8(col) if _is_bytes(col.type) else None
+            raw = pl.Series(c, values, dtype=pl.String) if values is not None else pl.from_arrow(col)
+            if values is not None:
+                skip_where([v is not None and d is None for v, d in zip(col.to_pylist(), values)], "invalid_utf8")
+            cast = raw.cast(CAST[declared[c]], strict=False)
+            skip_where((raw.is_not_null() & cast.is_null()).to_list(), "cast_failed")
+            columns[c] = cast.alias(c)
+        elif _is_bytes(col.type):
+            values = _decode_utf8(col)
+            skip_where([v is not None and d is None for v, d in zip(col.to_pylist(), values)], "invalid_utf8")
+            columns[c] = pl.Series(c, values, dtype=pl.String)
     text_values: list[str | None] | None = None
     if source.text is not None:
-        text_values, skip = _decode_text(table.column(source.text))
-        table = table.drop_columns([source.text]).append_column(
-            source.text, pa.array([t if t is not None else None for t in text_values], pa.string())
-        ).select(cols)
+        text_col = columns[source.text].to_arrow() if source.text in columns else table.column(source.text)
+        if not _is_text(text_col.type):
+            raise DataError(
+                f"sources[{source.name}].text names column {source.text!r}, which holds {text_col.type} values, "
+                f"not text{'' if location is None else f' ({unit})'}; point text at a string column, or declare "
+                f"sources[{source.name}].cast: {{{source.text}: string}}")
+        text_values, text_skip = _decode_text(text_col)
+        for i, r in enumerate(text_skip):
+            skip[i] = skip[i] or r
+        columns[source.text] = pl.Series(source.text, text_values, dtype=pl.String)
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
+    if columns:
+        df = df.with_columns(list(columns.values()))
     renames = {c: f"src_{c}" for c in df.columns if c in RESERVED and c != source.id}
     df = df.rename(renames)
 
@@ -163,7 +272,7 @@ def combine(batches: Iterable[tuple[pl.DataFrame, pl.DataFrame]], *, hashed_ids:
 
 
 def check_unique_ids(items: pl.DataFrame) -> None:
-    """Ids must be unique across all sources; the error names a few duplicates and their sources."""
+    """Ids must be unique within a source; the error names a few duplicates and their source."""
     dup = items.group_by("id").agg(pl.len().alias("n"), pl.col("source").unique().sort().alias("sources")).filter(
         pl.col("n") > 1
     ).sort("id")
@@ -173,3 +282,30 @@ def check_unique_ids(items: pl.DataFrame) -> None:
             f"{dup.height} id(s) appear more than once, e.g. {examples}. Ids must be unique: fix the data, "
             "point sources[].id at a unique column, or drop `id` to use content-hash ids (which drop exact duplicates)."
         )
+
+
+def union_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """All sources' items and skipped rows, deduplicated by id across sources.
+
+    The rule: **the first source wins** (recipe order). A later source's row whose id an earlier
+    source already has is not an item; it is a skipped row with reason ``duplicate_id`` (with
+    its source and location), so the report shows what was dropped. Within one source ids must
+    be unique (:func:`check_unique_ids`), since two rows of one source with one id is a data bug.
+    """
+    kept: list[pl.DataFrame] = []
+    skipped = [p[1] for p in parts]
+    seen: pl.Series | None = None
+    for items, _ in parts:
+        check_unique_ids(items)
+        if seen is not None and items.height:
+            dup = items["id"].is_in(seen.implode())
+            if dup.any():
+                group_cols = [c for c in items.columns if c in skipped[0].columns and c not in SKIPPED_SCHEMA]
+                skipped.append(items.filter(dup).select(
+                    "id", "source", "group", *group_cols, *([LOCATION] if LOCATION in items.columns else []),
+                ).with_columns(reason=pl.lit("duplicate_id")))
+                items = items.filter(~dup)
+        kept.append(items)
+        seen = items["id"] if seen is None else pl.concat([seen, items["id"]])
+    return (pl.concat(kept, how="diagonal_relaxed"),
+            pl.concat(skipped, how="diagonal_relaxed") if skipped else pl.DataFrame(schema=SKIPPED_SCHEMA))

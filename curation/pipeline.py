@@ -19,7 +19,7 @@ import pyarrow as pa
 from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
-from curation.ingest import LOCATION, check_unique_ids, combine, normalize_batch
+from curation.ingest import LOCATION, SchemaGuard, combine, normalize_batch, union_sources
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
 from curation.report_schema import (
@@ -48,10 +48,11 @@ def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Seque
     """
     parts = []
     total = 0
+    guard = SchemaGuard(source)
     with progress(0, f"reading {source.name}", unit="rows") as bar:
         for table in batches:
             total += table.num_rows
-            parts.append(normalize_batch(table, source, groups))
+            parts.append(normalize_batch(table, source, groups, guard))
             bar(table.num_rows)
     if total == 0:
         bad = sum((connector_skipped or Counter()).values())
@@ -65,11 +66,9 @@ def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Seque
 
 
 def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """All sources' items (ids unique across sources) and skipped rows."""
-    items = pl.concat([p[0] for p in parts], how="diagonal_relaxed")
-    skipped = pl.concat([p[1] for p in parts], how="diagonal_relaxed")
-    check_unique_ids(items)
-    return items, skipped
+    """All sources' items and skipped rows; a later source's duplicate ids are skipped rows
+    (``duplicate_id``: the first source wins, see :func:`curation.ingest.union_sources`)."""
+    return union_sources(parts)
 
 
 # ----------------------------------------------------------------------------------------- embed

@@ -9,12 +9,13 @@ import pyarrow as pa
 import pytest
 
 from curation.exceptions import DataError
-from curation.ingest import check_unique_ids, combine, normalize_batch
+from curation.ingest import LOCATION, ROW_COL, UNIT_COL, check_unique_ids, combine, normalize_batch
 from curation.pipeline import merge_sources, read_source
 
 
 def src(**kw):
-    base = dict(name="s", path="p", format=None, id=None, text="text", features=None, label=None, limit=None)
+    base = dict(name="s", path="p", format=None, id=None, text="text", features=None, label=None, limit=None,
+                cast=None)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -73,11 +74,70 @@ def test_empty_source_and_all_skipped_source_fail_clearly():
         read_source(iter([t]), src(), [])
 
 
-def test_ids_must_be_unique_across_sources():
-    a = read_source(iter([pa.table({"id": ["1"], "text": ["a"]})]), src(name="a", id="id"), [])
-    b = read_source(iter([pa.table({"id": ["1"], "text": ["b"]})]), src(name="b", id="id"), [])
-    with pytest.raises(DataError, match=r"'1' x2 in a, b"):
-        merge_sources([a, b])
+def test_ids_must_be_unique_within_a_source():
+    a = read_source(iter([pa.table({"id": ["1", "1"], "text": ["a", "b"]})]), src(name="a", id="id"), [])
+    with pytest.raises(DataError, match=r"'1' x2 in a"):
+        merge_sources([a])
+
+
+def test_across_sources_the_first_source_wins_and_later_duplicates_are_reported_with_their_location():
+    def located(ids, texts, unit):
+        return pa.table({"id": ids, "text": texts, UNIT_COL: [unit] * len(ids), ROW_COL: list(range(1, len(ids) + 1))})
+
+    a = read_source(iter([located(["1", "2"], ["a1", "a2"], "a.parquet")]), src(name="a", id="id"), [])
+    b = read_source(iter([located(["3", "1"], ["b3", "b1"], "b.jsonl")]), src(name="b", id="id"), [])
+    items, skipped = merge_sources([a, b])
+    assert items["id"].to_list() == ["1", "2", "3"] and items["__text"].to_list() == ["a1", "a2", "b3"]
+    assert skipped.select("id", "source", "reason", LOCATION).rows() == [("1", "b", "duplicate_id", "b.jsonl:2")]
+
+
+def test_a_text_column_that_is_not_text_is_an_error_unless_cast():
+    t = pa.table({"id": ["1", "2"], "n": [10, 20]})
+    with pytest.raises(DataError, match=r"sources\[s\]\.text names column 'n', which holds int64 values, not text; "
+                                        r"point text at a string column, or declare sources\[s\]\.cast: \{n: string\}"):
+        normalize_batch(t, src(id="id", text="n"), [])
+    items, _ = normalize_batch(t, src(id="id", text="n", cast={"n": "string"}), [])
+    assert items["__text"].to_list() == ["10", "20"]
+
+
+def test_invalid_utf8_outside_the_text_skips_the_row_and_the_column_stays_text():
+    t = pa.table({"id": ["1", "2", "3"], "text": ["a", "b", "c"],
+                  "label": pa.array([b"pos", b"ne\xffg", b"neg"], pa.binary())})
+    items, skipped = normalize_batch(t, src(id="id", label="label"), [])
+    assert items["label"].dtype == pl.String and items["__label"].to_list() == ["pos", "neg"]
+    assert skipped.select("id", "reason").rows() == [("2", "invalid_utf8")]
+
+
+def test_empty_and_whitespace_only_texts_are_skipped_as_empty_text():
+    t = pa.table({"id": ["1", "2", "3", "4"], "text": ["fine", "", "  \n\t", None]})
+    items, skipped = normalize_batch(t, src(id="id"), [])
+    assert items["id"].to_list() == ["1"]
+    assert dict(skipped.select("id", "reason").rows()) == {"2": "empty_text", "3": "empty_text", "4": "null_text"}
+
+
+def test_schema_drift_between_files_names_the_column_both_files_and_the_fix():
+    first = pa.table({"text": ["a"], "g": [1], UNIT_COL: ["one.parquet"], ROW_COL: [1]})
+    second = pa.table({"text": ["b"], "g": ["1"], UNIT_COL: ["two.parquet"], ROW_COL: [1]})
+    with pytest.raises(DataError, match=r"source 's': column 'g' is int64 in one\.parquet but string in two\.parquet "
+                                        r"\(schema drift between files\); .*cast: \{g: string\}"):
+        read_source(iter([first, second]), src(), ["g"])
+    # declared: both files cast to one type, so group 1 and "1" are one group on purpose
+    items, _ = read_source(iter([first, second]), src(cast={"g": "string"}), ["g"])
+    assert items["group"].to_list() == ["1", "1"]
+    # widths and nulls are no drift: int32 then float64, and an all-null column
+    third = pa.table({"text": ["c"], "g": pa.array([None], pa.null()), UNIT_COL: ["3.parquet"], ROW_COL: [1]})
+    fourth = pa.table({"text": ["d"], "g": pa.array([2.5]), UNIT_COL: ["4.parquet"], ROW_COL: [1]})
+    items, _ = read_source(iter([first.cast(pa.schema([("text", pa.string()), ("g", pa.int32()),
+                                                      (UNIT_COL, pa.string()), (ROW_COL, pa.int64())])),
+                                 third, fourth]), src(), [])
+    assert items.height == 3
+
+
+def test_a_value_that_cannot_be_cast_skips_its_row():
+    t = pa.table({"id": ["1", "2", "3"], "text": ["a", "b", "c"], "age": ["31", "n/a", "40"]})
+    items, skipped = normalize_batch(t, src(id="id", cast={"age": "int64"}), [])
+    assert items["age"].to_list() == [31, 40] and items["age"].dtype == pl.Int64
+    assert skipped.select("id", "reason").rows() == [("2", "cast_failed")]
 
 
 def test_tabular_rows_get_feature_hash_ids():
