@@ -119,7 +119,8 @@ class SourceConfig(_Strict):
             return self
         for kind, keys in KIND_FIELDS.items():
             for key in keys:
-                if key not in mine and key in self.model_fields_set:
+                # compared with the default, not "was it given": a dumped recipe gives every key
+                if key not in mine and getattr(self, key) != type(self).model_fields[key].default:
                     raise ValueError(f"`{key}` is a key of kind {kind!r}, not of kind {self.kind!r}")
         if self.options is not None:
             raise ValueError(f"`options` is for plugin connectors; kind {self.kind!r} does not read it")

@@ -230,3 +230,29 @@ def test_every_key_in_the_schema_has_a_doc():
         walk(definition, name)
     walk(schema, "recipe")
     assert undocumented == []
+
+
+def test_source_keys_belong_to_their_kind_and_a_dumped_recipe_validates_again():
+    from curation.recipe import Recipe
+
+    def recipe(**source):
+        return {"name": "kinds", "select": {"method": "random", "budget": 1},
+                "sources": [{"name": "s", "text": "t", **source}]}
+
+    with pytest.raises(ValueError, match=r"`split` is a key of kind 'huggingface', not of kind 'files'"):
+        Recipe.model_validate(recipe(path="x.parquet", split="train"))
+    with pytest.raises(ValueError, match=r"`table` is a key of kind 'sql', not of kind 'files'"):
+        Recipe.model_validate(recipe(path="x.parquet", table="t"))
+    with pytest.raises(ValueError, match=r"kind 'sql' needs exactly one of `table` or `query`"):
+        Recipe.model_validate(recipe(kind="sql", url="sqlite:///x.db"))
+    with pytest.raises(ValueError, match=r"kind 'files' needs `path`"):
+        Recipe.model_validate(recipe())
+    with pytest.raises(ValueError, match=r"cast\.n: 'integer' is not a type; use one of string, int64"):
+        Recipe.model_validate(recipe(path="x.parquet", cast={"n": "integer"}))
+    for source in [dict(path="x.parquet", storage_options={"anon": True}),
+                   dict(kind="sql", url="sqlite:///x.db", query="SELECT 1", page_size=5),
+                   dict(kind="huggingface", path="hf", split="test"),
+                   dict(kind="my-plugin", options={"a": 1})]:
+        r = Recipe.model_validate(recipe(**source))
+        # the flow receives the recipe as JSON with every key given: it must validate again
+        assert Recipe.model_validate(r.model_dump(mode="json")) == r
