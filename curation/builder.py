@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
@@ -51,7 +52,7 @@ from curation.ingest import LOCATION
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
-from curation.recipe import Recipe, SourceConfig, load_recipe
+from curation.recipe import KIND_FIELDS, Recipe, SourceConfig, load_recipe
 from curation.report import summarize, version_delta
 from curation.report_schema import status_counts
 from curation.secrets import redact, redact_obj
@@ -202,8 +203,12 @@ def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path, overrides: list[s
 def reference_source(recipe: Recipe) -> SourceConfig:
     """The held-out file (``reference.path`` or ``value.validation.path``) read with the first source's columns."""
     ref = recipe.holdout
-    return recipe.sources[0].model_copy(update={"name": "reference", "path": ref.path, "format": ref.format,
-                                                "limit": None})
+    first = recipe.sources[0]
+    # a file read with the first source's columns, whatever kind that source is
+    return first.model_copy(update={
+        "name": "reference", "kind": "files", "path": ref.path, "format": ref.format, "limit": None,
+        "storage_options": first.storage_options if first.kind == "files" else None,
+        **{k: SourceConfig.model_fields[k].default for k in KIND_FIELDS["sql"] + ("split", "config", "options")}})
 
 
 def _connector(src: SourceConfig):
@@ -212,16 +217,45 @@ def _connector(src: SourceConfig):
     return load_connector(src.kind, field=f"sources[{src.name}].kind")(src)
 
 
+def _transient(exc: BaseException) -> bool:
+    """A source error that may pass (network, storage); a missing file or a denied one will not."""
+    return isinstance(exc, OSError) and not isinstance(
+        exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("%s failed (%s), retrying in %.1f s", getattr(state.fn, "__name__", "a source call"),
+                redact(f"{type(exc).__name__}: {exc}"), state.next_action.sleep if state.next_action else 0)
+
+
+def with_source_retries(call: Callable[[], Any], *, what: str, attempts: int = 4) -> Any:
+    """``call()`` retried with exponential backoff (0.5, 1, 2 s) while it fails with a transient
+    source error (:func:`_transient`); the last failure becomes one :class:`SourceReadError`
+    line naming ``what``. Used for the work before a build (checks, fingerprints): reads during
+    ingest are retried by whoever runs the stage (the flow's task retries)."""
+    try:
+        return Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(attempts),
+                        wait=wait_exponential(multiplier=0.5, max=8), reraise=True, before_sleep=_log_retry)(call)
+    except OSError as exc:
+        if not _transient(exc):
+            raise
+        raise SourceReadError(f"{what} failed after {attempts} attempts: "
+                              f"{redact(f'{type(exc).__name__}: {exc}')}") from exc
+
+
 def preflight(recipe: Recipe) -> None:
-    """Fail fast, before any work: unknown connector kinds, missing inputs, an unloadable model."""
+    """Fail fast, before any work: unknown connector kinds, missing inputs, an unloadable model,
+    an unreachable source (after retries)."""
     if recipe.is_text:
         cfg = recipe.embed
         make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
                            max_seq_length=cfg.max_seq_length).check()
-    for src in recipe.sources:
-        _connector(src).check()
+    sources = list(recipe.sources)
     if recipe.holdout is not None and recipe.holdout.path is not None:
-        _connector(reference_source(recipe)).check()
+        sources.append(reference_source(recipe))
+    for src in sources:
+        with_source_retries(_connector(src).check, what=f"checking source {src.name!r}")
 
 
 def cache_dir(recipe: Recipe) -> Path:
@@ -278,7 +312,9 @@ class Builder:
                 sources.append(reference_source(r))
             # redacted: a path a connector expanded from ${NAME} carries the placeholder again
             self._inputs = redact_obj(json.loads(json.dumps(
-                [{"source": s.name, "kind": s.kind, "units": _connector(s).fingerprints()} for s in sources])))
+                [{"source": s.name, "kind": s.kind,
+                  "units": with_source_retries(_connector(s).fingerprints, what=f"fingerprinting source {s.name!r}")}
+                 for s in sources])))
         return self._inputs
 
     def unchanged_since(self) -> Version | None:
