@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation lock clean
+.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation lock clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +40,12 @@ demo: setup data
 demo-full: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/curate build examples/instructions.yaml
 
-test: setup data
+# Servers the tests start on loopback (and stop): Debian's PostgreSQL. Installed once (needs root).
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql)
+
+test: setup data services
 	$(VPY) -m ruff check curation connectors flows tests infra
 	$(VENV)/bin/lint-imports
 	HF_HUB_OFFLINE=1 $(VPY) -m pytest
