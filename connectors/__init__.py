@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from connectors.base import Connector
 from connectors.files import FilesConnector
+from connectors.huggingface import HuggingFaceConnector
+from connectors.sql import SqlConnector
 
-__all__ = ["Connector", "FilesConnector", "known_connectors", "load_connector"]
+__all__ = ["Connector", "FilesConnector", "HuggingFaceConnector", "SqlConnector", "known_connectors", "load_connector"]
 
 GROUP = "curation.connectors"
 

@@ -117,6 +117,11 @@ def store_errors(source: Any, url: str) -> Iterator[None]:
             f"sources[{source.name}].storage_options)") from None
     except OSError:
         raise
+    except TypeError as exc:  # fsspec passes storage_options on as keyword arguments, checked on first use
+        if "keyword argument" not in str(exc):
+            raise
+        raise InvalidParameterError(f"sources[{source.name}].storage_options: the store for {redact(url)} does not "
+                                    f"take an option: {one_line(exc)}") from None
     except Exception as exc:
         if _is_network_error(exc):
             raise ConnectionError(f"{field}: cannot reach the store for {redact(url)}: {one_line(exc)}") from None
@@ -140,15 +145,14 @@ def filesystem(url: str, source: Any) -> tuple[Any, str]:
 
 @contextmanager
 def open_binary(unit: str, source: Any) -> Iterator[IO[bytes]]:
-    """``unit`` (a local path or a URL) opened for reading bytes."""
+    """``unit`` (a local path or a URL) opened for reading bytes. Errors the store raises while the
+    file is read (inside the ``with`` block) are translated by :func:`store_errors` too."""
     if not is_url(unit):
         with open(unit, "rb") as f:
             yield f
         return
     fs, path = filesystem(unit, source)
-    with store_errors(source, unit):
-        f = fs.open(path, "rb")
-    with f:
+    with store_errors(source, unit), fs.open(path, "rb") as f:
         yield f
 
 
@@ -193,6 +197,8 @@ def fingerprint(unit: str, source: Any) -> dict[str, Any]:
 def _is_corrupt_data(exc: BaseException) -> bool:
     """pyarrow reports undecodable bytes (a bad page, a failed decompression) as a bare OSError
     without errno; a real I/O failure carries an errno or is a subclass (ConnectionError...)."""
+    if isinstance(exc, MemoryError):
+        return False
     return isinstance(exc, pa.ArrowException) or (type(exc) is OSError and exc.errno is None)
 
 

@@ -369,6 +369,8 @@ class Builder:
                     parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups,
                                                       connector_skipped=conn.skipped))
                 except OSError as exc:  # network or storage trouble (ConnectionError, TimeoutError, ...)
+                    if not _transient(exc):  # a file gone since the check will not come back
+                        raise
                     raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
                                           f"{type(exc).__name__}: {redact(str(exc))}") from exc
                 # rows no connector could decode: no id, but their source and location

@@ -57,7 +57,9 @@ def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Seque
     if total == 0:
         bad = sum((connector_skipped or Counter()).values())
         extra = f" ({bad} undecodable lines skipped)" if bad else ""
-        raise DataError(f"source {source.name!r} is empty: {source.path!r} holds no rows{extra}.")
+        what = source.path if source.path is not None else (getattr(source, "table", None)
+                                                             or getattr(source, "query", None))
+        raise DataError(f"source {source.name!r} is empty: {what!r} holds no rows{extra}.")
     items, skipped = combine(parts, hashed_ids=source.id is None)
     if items.height == 0:
         reasons = dict(Counter(skipped["reason"].to_list()))

@@ -154,3 +154,5 @@ def prefect_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+from services_postgres import postgres  # noqa: E402,F401  (a real PostgreSQL on loopback, once per session)
+from services_s3 import s3_server  # noqa: E402,F401  (moto's S3 server on loopback, once per session)
