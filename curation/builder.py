@@ -49,12 +49,13 @@ from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.exceptions import SourceReadError
 from curation.ingest import LOCATION
+from curation.metrics import projection_2d, selection_metrics
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
 from curation.random import spawn
 from curation.recipe import KIND_FIELDS, Recipe, SourceConfig, load_recipe
-from curation.report import summarize, version_delta
-from curation.report_schema import status_counts
+from curation.report import label_balance, summarize, version_delta
+from curation.report_schema import SELECTED, status_counts
 from curation.secrets import redact, redact_obj
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
@@ -79,7 +80,7 @@ STAGE_READS = {
 }
 
 # Child streams of the recipe seed, by position: adding a stream at the end keeps the others.
-_STREAMS = ("cluster", "select", "holdout", "value")
+_STREAMS = ("cluster", "select", "holdout", "value", "metrics")
 
 
 def serial_chunks(embedder: Embedder, chunks: list[list[str]]) -> Iterator[np.ndarray]:
@@ -510,6 +511,7 @@ class Builder:
         r = self.recipe
         data, report = selected.data(), selected.report()
         ingested, embedded, clustered = self.runs["ingest"], self.runs["embed"], self.runs["cluster"]
+        report, metrics = self._map_and_metrics(report, embedded)
         manifest: dict[str, Any] = {
             "name": r.name,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -530,6 +532,7 @@ class Builder:
             "summary": summarize(report, budget=r.select.budget, k=clustered.facts["k"],
                                  silhouette=clustered.facts.get("silhouette")),
         }
+        manifest["metrics"] = metrics
         if "value" in self.runs:
             manifest["valuation"] = dict(self.runs["value"].facts)
         parent = latest_version(self.dataset_dir)  # under the dataset's lock: the version this one follows
@@ -541,6 +544,23 @@ class Builder:
                                rows_per_shard=r.output.rows_per_shard)
         log.info("publish: %s (%d rows)", path, data.height)
         return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))
+
+    def _map_and_metrics(self, report: pl.DataFrame, embedded: Embedded) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """The report with the pool's 2-D map (``map_x``, ``map_y``: the vectors' first two
+        principal axes, for the report page) and the version's diversity and balance metrics.
+
+        The pool's rows come first in the report, in the items' order, as its vectors do
+        (:func:`curation.pipeline.assemble`)."""
+        X = embedded.vectors()
+        n = len(X)
+        xy = projection_2d(X)
+        pad = [None] * (report.height - n)
+        report = report.with_columns(pl.Series("map_x", list(xy[:, 0]) + pad, dtype=pl.Float32),
+                                     pl.Series("map_y", list(xy[:, 1]) + pad, dtype=pl.Float32))
+        chosen = (report["status"].head(n) == SELECTED).to_numpy()
+        metrics = {"diversity": selection_metrics(X, chosen, stage_rng(self.recipe.seed, "metrics")),
+                   "label_balance": label_balance(report)}
+        return report, metrics
 
     def collect_garbage(self) -> list[Path]:
         """Age/size garbage collection of the stage store, keeping this build's entries."""

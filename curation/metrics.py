@@ -47,3 +47,51 @@ def vendi_score(X: np.ndarray, q: float = 1.0) -> float:
     if d < n:
         return vendi_from_eigenvalues(np.linalg.eigvalsh(X.T @ X / n), q)
     return vendi_from_kernel(X @ X.T, q)
+
+
+# ------------------------------------------------------------------------------ a version's metrics
+def projection_2d(X: np.ndarray) -> np.ndarray:
+    """The rows of ``X`` (n, d) on their first two principal axes, (n, 2) float32.
+
+    PCA through the d x d covariance (O(n d² + d³), no n x n matrix), each axis's sign fixed so
+    its largest loading is positive: the same vectors always give the same map.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if len(X) == 0 or X.shape[1] == 0:
+        return np.zeros((len(X), 2), dtype=np.float32)
+    Xc = X - X.mean(axis=0)
+    _, vecs = np.linalg.eigh(Xc.T @ Xc)
+    axes = vecs[:, ::-1][:, :2]
+    signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    axes = axes * np.where(signs == 0, 1.0, signs)
+    out = Xc @ axes
+    if out.shape[1] < 2:  # one-dimensional vectors: a flat map
+        out = np.column_stack([out, np.zeros(len(out))])
+    return out.astype(np.float32)
+
+
+def selection_metrics(X: np.ndarray, selected: np.ndarray, rng: np.random.Generator, *,
+                      max_rows: int = 20_000) -> dict[str, float]:
+    """Vendi scores (orders 1 and ∞, cosine kernel, dual form) of the selected rows of ``X``
+    beside those of a same-size uniform random draw from the same pool.
+
+    ``selected`` is a boolean mask over the rows. Above ``max_rows`` items both sets are
+    subsampled to ``max_rows`` (uniformly, with ``rng``) so the cost stays O(max_rows d²).
+    The ratio ``vendi_1 / random_vendi_1`` above 1 means the selection is more diverse than
+    chance.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    sel = np.flatnonzero(np.asarray(selected, dtype=bool))
+    if len(sel) == 0:
+        return {}
+    rand = rng.choice(len(X), size=len(sel), replace=False)
+
+    def cap(idx: np.ndarray) -> np.ndarray:
+        return rng.choice(idx, size=max_rows, replace=False) if len(idx) > max_rows else idx
+
+    sel, rand = cap(sel), cap(rand)
+    out = {"vendi_1": vendi_score(X[sel], 1.0), "vendi_inf": vendi_score(X[sel], np.inf),
+           "random_vendi_1": vendi_score(X[rand], 1.0), "random_vendi_inf": vendi_score(X[rand], np.inf),
+           "rows": int(len(sel))}
+    out["vendi_ratio"] = out["vendi_1"] / out["random_vendi_1"]
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}

@@ -80,22 +80,32 @@ def list_versions(dataset_dir: str | os.PathLike) -> list[str]:
 
 
 def latest_version(dataset_dir: str | os.PathLike) -> str | None:
-    """The version LATEST names (falling back to the newest complete one)."""
+    """The version LATEST names (the newest complete one when there is no LATEST).
+
+    Raises:
+        CurationError: LATEST names a version that does not exist or is incomplete (one line
+            naming the file, what exists and the fix): never a silent fallback to another one.
+    """
     d = Path(dataset_dir)
     marker = d / "LATEST"
+    versions = list_versions(d)
     if marker.is_file():
         name = marker.read_text().strip()
-        if (d / name / "manifest.json").is_file():
-            return name
-    versions = list_versions(d)
+        if name not in versions:
+            raise CurationError(f"{marker} names {name!r}, which is not a complete version (versions: "
+                                f"{', '.join(versions) or 'none'}); write the right one into it, or delete it "
+                                "to use the newest")
+        return name
     return versions[-1] if versions else None
 
 
-def resolve_version(dataset_dir: str | os.PathLike, version: str | None = None) -> Path:
-    """The directory of ``version`` (default: the latest).
+def resolve_version(dataset_dir: str | os.PathLike, version: str | None = None, *, check: bool = True) -> Path:
+    """The directory of ``version`` (default: the latest), checked cheaply against its manifest
+    (:func:`check_version`) unless ``check`` is off.
 
     Raises:
-        CurationError: no such dataset or version (the message lists what exists).
+        CurationError: no such dataset or version (the message lists what exists), or a version
+            whose files do not match its manifest (the first problem, and how many more).
     """
     d = Path(dataset_dir)
     versions = list_versions(d)
@@ -104,6 +114,12 @@ def resolve_version(dataset_dir: str | os.PathLike, version: str | None = None) 
     name = version or latest_version(d)
     if name not in versions:
         raise CurationError(f"version {name!r} not found in {str(d)!r}; versions: {', '.join(versions)}")
+    if check:
+        problems = check_version(d / name)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise CurationError(f"{problems[0]}{more}; refusing to read {name}: `curate verify {d} --version {name}` "
+                                "lists everything")
     return d / name
 
 
@@ -132,9 +148,19 @@ def code_version() -> str:
     return v
 
 
-def _write_parquet(df: pl.DataFrame, path: Path) -> None:
-    # Fixed writer settings and no wall-clock metadata: identical tables give identical bytes.
-    pq.write_table(df.to_arrow(), path, compression="zstd", write_statistics=True)
+#: Parquet key-value metadata every published file carries, so a shard on its own says where it
+#: came from (read it with ``pyarrow.parquet.read_metadata(path).metadata``).
+META_DATASET, META_VERSION, META_RECIPE = b"curation.dataset", b"curation.version", b"curation.recipe_sha256"
+
+
+def _write_parquet(df: pl.DataFrame, path: Path, stamp: dict[bytes, bytes] | None = None) -> int:
+    """Write ``df``; returns its row count. Fixed writer settings and no wall-clock metadata:
+    identical tables with the same stamp give identical bytes."""
+    table = df.to_arrow()
+    if stamp:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
+    pq.write_table(table, path, compression="zstd", write_statistics=True)
+    return table.num_rows
 
 
 def publish_version(
@@ -148,28 +174,37 @@ def publish_version(
     """Write a new version atomically and point LATEST at it; returns the version directory.
 
     ``manifest`` gets ``version``, ``parent`` (the version LATEST named before) and ``files``
-    (sha256 and bytes of every file, which :func:`verify_version` checks) filled in.
+    (sha256, bytes and, for Parquet, rows of every file, which :func:`check_version` checks)
+    filled in. Every Parquet file is stamped with the dataset, the version and the recipe's
+    sha256 (:data:`META_VERSION` ...). Call it holding the dataset's lock
+    (:func:`dataset_lock`), as the build does: the version number is chosen before writing.
     """
     d = Path(dataset_dir)
     d.mkdir(parents=True, exist_ok=True)
     # a killed publish leaves its temporary directory: the next publish removes it (the owner's
     # pid is in the name, so a live concurrent writer's directory is left alone)
     remove_stale_tmp(d)
+    parent = latest_version(d)
     tmp = d / tmp_name()
     try:
-        (tmp / "data").mkdir(parents=True)
-        n_shards = max(1, -(-data.height // rows_per_shard))
-        for i in range(n_shards):
-            _write_parquet(data.slice(i * rows_per_shard, rows_per_shard), tmp / "data" / f"part-{i:05d}.parquet")
-        _write_parquet(report, tmp / "report.parquet")
-        files = {}
-        for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
-            files[f.relative_to(tmp).as_posix()] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        parent = latest_version(d)
-        for _ in range(100):  # another build may take the same number meanwhile: try the next one
+        for _ in range(100):  # a writer without the lock may take the number meanwhile: the next one
             existing = [p.name for p in d.iterdir() if VERSION_RE.match(p.name)]
-            number = max((int(n[1:]) for n in existing), default=0) + 1
-            name = f"v{number:04d}"
+            name = f"v{max((int(n[1:]) for n in existing), default=0) + 1:04d}"
+            stamp = {META_DATASET: str(manifest.get("name", d.name)).encode(), META_VERSION: name.encode(),
+                     META_RECIPE: str(manifest.get("recipe_sha256", "")).encode()}
+            shutil.rmtree(tmp, ignore_errors=True)
+            (tmp / "data").mkdir(parents=True)
+            rows: dict[str, int] = {}
+            n_shards = max(1, -(-data.height // rows_per_shard))
+            for i in range(n_shards):
+                rel = f"data/part-{i:05d}.parquet"
+                rows[rel] = _write_parquet(data.slice(i * rows_per_shard, rows_per_shard), tmp / rel, stamp)
+            rows["report.parquet"] = _write_parquet(report, tmp / "report.parquet", stamp)
+            files = {}
+            for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                rel = f.relative_to(tmp).as_posix()
+                files[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size,
+                              **({"rows": rows[rel]} if rel in rows else {})}
             manifest = {**manifest, "version": name, "parent": parent, "files": files}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str) + "\n")
             try:
@@ -189,10 +224,72 @@ def publish_version(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def verify_version(version_dir: str | os.PathLike) -> list[str]:
-    """Files whose sha256 or size differs from the manifest (empty list = intact)."""
+def read_manifest(version_dir: str | os.PathLike) -> dict[str, Any]:
+    """A version's manifest.
+
+    Raises:
+        CurationError: one line naming the file when it is missing, not JSON (e.g. truncated)
+            or lacks the ``files`` table.
+    """
+    path = Path(version_dir) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CurationError(f"{path}: missing; the version is incomplete (rebuild it, or remove the directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CurationError(f"{path}: not valid JSON ({exc.__class__.__name__} at byte "
+                            f"{getattr(exc, 'pos', '?')}; truncated?); `curate verify` checks the rest") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise CurationError(f"{path}: has no `files` table; not a manifest this tool wrote")
+    return manifest
+
+
+def check_version(version_dir: str | os.PathLike, *, full: bool = False) -> list[str]:
+    """Problems of a version, one line each naming the file (empty list: intact).
+
+    The cheap check (every read does it): the manifest parses, every file it lists exists with
+    its size, every Parquet file's row count (from its footer) is the manifest's, and ``data/``
+    holds no shard the manifest does not list. ``full`` (``curate verify``) also recomputes
+    every file's sha256.
+    """
     v = Path(version_dir)
-    manifest = json.loads((v / "manifest.json").read_text())
+    try:
+        manifest = read_manifest(v)
+    except CurationError as exc:
+        return [str(exc)]
+    problems = []
+    for rel, meta in manifest["files"].items():
+        f = v / rel
+        if not f.is_file():
+            problems.append(f"{f}: missing (the manifest lists it)")
+            continue
+        size = f.stat().st_size
+        if size != meta.get("bytes"):
+            problems.append(f"{f}: {size} bytes, the manifest says {meta.get('bytes')}")
+            continue
+        if "rows" in meta:
+            try:
+                rows = pq.read_metadata(f).num_rows
+            except Exception as exc:  # pyarrow: not Parquet any more
+                problems.append(f"{f}: unreadable as Parquet ({type(exc).__name__})")
+                continue
+            if rows != meta["rows"]:
+                problems.append(f"{f}: {rows} rows, the manifest says {meta['rows']}")
+                continue
+        if full and sha256_file(f) != meta.get("sha256"):
+            problems.append(f"{f}: sha256 differs from the manifest (the bytes changed)")
+    if (v / "data").is_dir():
+        for f in sorted((v / "data").iterdir()):
+            if f"data/{f.name}" not in manifest["files"]:
+                problems.append(f"{f}: not in the manifest (a shard added after publishing)")
+    return problems
+
+
+def verify_version(version_dir: str | os.PathLike) -> list[str]:
+    """Files whose sha256, size or row count differs from the manifest, or that are missing
+    (relative paths; empty list = intact). :func:`check_version` says what is wrong with each."""
+    v = Path(version_dir)
+    manifest = read_manifest(v)
     bad = []
     for rel, meta in manifest["files"].items():
         f = v / rel

@@ -345,7 +345,9 @@ class OutputConfig(_Strict):
 class Recipe(_Strict):
     """A whole curation job."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the dataset's directory under output.root")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the dataset's directory under output.root: one "
+                      "path segment of letters, digits and _.-, not starting with '.' (the tool's own folders "
+                      "are .stages, .cache, ...) and not LATEST")
     seed: int = Field(default=0, description="the root seed: each stage draws from its own child stream; same "
                       "recipe + inputs + seed = same bytes")
     sources: list[SourceConfig] = Field(min_length=1, description="where the candidates come from")
@@ -358,6 +360,17 @@ class Recipe(_Strict):
                                             "knn-shapley scorers (and valuation) judge items against")
     value: ValueConfig | None = Field(default=None, description="data valuation of every pool item (the value stage)")
     output: OutputConfig = Field(default=OutputConfig(), description="where versions go; stage store retention")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # the name is a directory under output.root: '..' would publish beside the root, '.x'
+        # would mix a dataset with the tool's own folders (.stages, .cache, .work)
+        if v.startswith(".") or v == "LATEST":
+            raise ValueError(f"{v!r} is not a dataset name: it must not start with '.' (the tool keeps .stages, "
+                             ".cache and its other folders under output.root) and must not be LATEST; use e.g. "
+                             "reviews-mix")
+        return v
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> Recipe:

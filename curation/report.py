@@ -157,6 +157,25 @@ def version_delta(report: pl.DataFrame, parent_report: pl.DataFrame, parent: str
             "examples": {kind: df["id"].sort().head(DELTA_EXAMPLES).to_list() for kind, df in parts.items()}}
 
 
+def label_balance(report: pl.DataFrame) -> list[dict[str, Any]]:
+    """Per group, how the selected rows spread over labels: how many labels the group has in
+    the pool and in the selection, and the most common label's share of each (1.0: one label
+    only). Empty when the report has no ``label`` column."""
+    if "label" not in report.columns:
+        return []
+    pool = report.filter(pl.col("status").is_in(POOL_STATUSES)).with_columns(pl.col("label").cast(pl.String))
+
+    def per_group(df: pl.DataFrame, tag: str) -> pl.DataFrame:
+        counts = df.group_by("group", "label").len()
+        return counts.group_by("group").agg(pl.len().alias(f"{tag}_labels"),
+                                            (pl.col("len").max() / pl.col("len").sum()).round(4)
+                                            .alias(f"{tag}_top_label_share"))
+
+    out = per_group(pool, "pool").join(per_group(pool.filter(pl.col("status") == SELECTED), "selected"),
+                                       on="group", how="left")
+    return out.sort("group").to_dicts()
+
+
 def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     """The human summary of a version: budget, cluster coverage, the selector's sections, groups before/after."""
     s = manifest["summary"]
@@ -184,7 +203,16 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
         extra = ", ".join(f"{k}={_fmt(v[k])}" for k in ("permutations", "samples", "converged", "seconds") if k in v)
         head += ["", f"values: {v['method']} against {v.get('validation_rows', '?')} held-out rows"
                  + (f" ({extra})" if extra else "") + "; per item in report.value, per group below"]
+    div = (manifest.get("metrics") or {}).get("diversity")
+    if div:
+        head += ["", f"diversity: Vendi {div['vendi_1']:.2f} (order inf {div['vendi_inf']:.2f}) against "
+                 f"{div['random_vendi_1']:.2f} ({div['random_vendi_inf']:.2f}) for a random draw of the same size: "
+                 f"x{div['vendi_ratio']:.2f}"]
     head += ["", f"groups ({len(s['groups'])}):", format_table(s["groups"], max_rows=max_groups)]
+    balance = (manifest.get("metrics") or {}).get("label_balance")
+    if balance:
+        head += ["", "labels per group (pool and selected; top_label_share 1.0 = one label only):",
+                 format_table(balance, max_rows=max_groups)]
     d = manifest.get("delta")
     if d:
         changed = "" if d["changed"] is None else f", {d['changed']} changed"

@@ -76,6 +76,9 @@ REPORT_SCHEMA: tuple[Column, ...] = (
     Column("value", pl.Float64, "data value from the recipe's value: stage", always=False),
     Column("value_stderr", pl.Float64, "standard error of value; null when the method has none", always=False),
     Column("<selector columns>", None, "the selector's report_columns (see its class)", always=False),
+    Column("map_x", pl.Float32, "a pool row's position on the report page's map: the first principal axis of "
+           "the vectors; null for reference and skipped rows", always=False),
+    Column("map_y", pl.Float32, "the second principal axis (see map_x)", always=False),
     Column("content_hash", pl.String, "sha256[:16] of the row's source fields: what 'changed since the parent "
            "version' compares (null for skipped rows; absent in reports made before it existed)", always=False),
     Column("status", pl.String, "one of " + ", ".join(STATUSES)),

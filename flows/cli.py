@@ -234,6 +234,91 @@ def _report(
     return 0
 
 
+DatasetDir = Annotated[str, typer.Argument(metavar="DATASET_DIR", help="<output.root>/<name>")]
+VersionOpt = Annotated[str | None, typer.Option("--version", help="vNNNN (default: LATEST)")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
+
+
+def _emit(rows: list[dict], fmt: Format, *, payload=None) -> None:
+    """Rows as an aligned table, CSV, or JSON (``payload`` instead of the rows, when given)."""
+    import polars as pl
+
+    from curation.report import format_table
+
+    if fmt is Format.json:
+        print(json.dumps(rows if payload is None else payload, default=str))
+    elif fmt is Format.csv:
+        sys.stdout.write(pl.DataFrame(rows, infer_schema_length=None).write_csv() if rows else "")
+    else:
+        print(format_table(rows))
+
+
+@app.command("versions", help="Every version of a dataset: date, method, budget, counts, recipe hash, parent "
+             "(* marks LATEST).")
+def _versions(dataset_dir: DatasetDir, fmt: FormatOpt = Format.table) -> int:
+    from curation.catalog import versions_table
+
+    _emit(versions_table(dataset_dir), fmt)
+    return 0
+
+
+@app.command("diff", help="What changed between two versions: items added and removed by reason code, "
+             "per-group and per-cluster counts, recipe and input changes.")
+def _diff(dataset_dir: DatasetDir,
+          a: Annotated[str, typer.Argument(metavar="VA", help="the older version, e.g. v0001")],
+          b: Annotated[str, typer.Argument(metavar="VB", help="the newer version, e.g. v0002")],
+          fmt: FormatOpt = Format.table) -> int:
+    from curation.catalog import diff_versions, format_diff
+
+    d = diff_versions(dataset_dir, a, b)
+    if fmt is Format.table:
+        print(format_diff(d))
+    else:  # csv: one row per item that entered or left the selection; json: everything
+        _emit(d["items"], fmt, payload=d)
+    return 0
+
+
+@app.command("explain", help="Why an item is in or out of a version, in words (or --format json).")
+def _explain(dataset_dir: DatasetDir,
+             item_id: Annotated[str, typer.Argument(metavar="ITEM_ID", help="the item's id (report column id)")],
+             version: VersionOpt = None, fmt: FormatOpt = Format.table) -> int:
+    from curation.catalog import explain_item, format_explanation
+
+    e = explain_item(dataset_dir, item_id, version)
+    print(json.dumps(e, default=str) if fmt is Format.json else format_explanation(e))
+    return 0
+
+
+@app.command("verify", help="Recompute every file's sha256 and row count against the manifest; exit 1 and one "
+             "line per problem when a version is damaged.")
+def _verify(dataset_dir: DatasetDir,
+            version: Annotated[str | None, typer.Option("--version", help="vNNNN (default: every version)")] = None,
+            ) -> int:
+    from curation.exceptions import CurationError
+    from curation.publish import check_version, latest_version, list_versions
+
+    d = Path(dataset_dir)
+    names = [version] if version else list_versions(d)
+    if not names:
+        raise CurationError(f"{str(d)!r} holds no published version (expected {d}/v0001/manifest.json)")
+    problems = []
+    try:
+        latest_version(d)
+    except CurationError as exc:
+        problems.append(str(exc))
+    for name in names:
+        if not (d / name).is_dir():
+            problems.append(f"{d / name}: no such version")
+            continue
+        problems += check_version(d / name, full=True)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ok: {len(names)} version(s) of {d} match their manifests ({', '.join(names)})")
+    return 0
+
+
 # options shared by `schedule` and `deploy`
 DeploymentName = Annotated[str | None, typer.Option("--name", help="deployment name (default: the recipe's name)")]
 TimeZone = Annotated[str, typer.Option("--timezone", help="time zone of the cron expression")]

@@ -48,3 +48,40 @@ def test_duplicating_every_item_leaves_it_unchanged():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(20, 30))
     assert vendi_score(np.repeat(X, 3, axis=0)) == pytest.approx(vendi_score(X), rel=1e-9)
+
+
+@pytest.mark.parametrize("q", [1.0, np.inf])  # the orders the summary reports
+def test_vendi_agrees_with_the_vendi_score_package_dual_form(q):
+    from vendi_score import vendi
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(size=(300, 16)), rng.normal(loc=3.0, size=(200, 16))])
+    theirs = vendi.score_dual(X, q="inf" if np.isinf(q) else q)  # the package spells order infinity "inf"
+    assert vendi_score(X, q) == pytest.approx(float(theirs), rel=1e-9)
+
+
+def test_selection_metrics_compare_with_a_same_size_random_draw():
+    from curation.metrics import selection_metrics
+
+    rng = np.random.default_rng(0)
+    centers = np.eye(8) * 10
+    X = np.concatenate([centers[i] + rng.normal(size=(400 if i == 0 else 20, 8)) for i in range(8)])
+    spread = np.zeros(len(X), bool)
+    spread[[400 + 20 * j + i for j in range(7) for i in range(5)] + list(range(5))] = True  # 5 of every cluster
+    m = selection_metrics(X, spread, np.random.default_rng(1))
+    # a random draw is mostly from the big cluster; five of every cluster is far more diverse
+    assert m["rows"] == 40 and m["vendi_1"] > 6 and m["random_vendi_1"] < 4 and m["vendi_ratio"] > 1.5
+    assert m["vendi_inf"] <= m["vendi_1"]
+    assert selection_metrics(X, spread, np.random.default_rng(1)) == m  # seeded
+
+
+def test_the_map_is_the_first_two_principal_axes_with_fixed_signs():
+    from curation.metrics import projection_2d
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 5)) * np.array([10.0, 3.0, 1.0, 0.5, 0.1])
+    xy = projection_2d(X)
+    assert xy.shape == (500, 2) and xy.dtype == np.float32
+    # the axes are the two largest-variance directions (here the first two coordinates)
+    assert abs(np.corrcoef(xy[:, 0], X[:, 0])[0, 1]) > 0.99 and abs(np.corrcoef(xy[:, 1], X[:, 1])[0, 1]) > 0.99
+    assert np.array_equal(projection_2d(-X * 1.0), projection_2d(-X))  # deterministic

@@ -6,6 +6,7 @@ import json
 import os
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from curation.exceptions import CurationError
@@ -41,9 +42,14 @@ def test_publish_layout_checksums_and_latest(tmp_path):
     assert verify_version(v1) == []
     v2 = publish_version(tmp_path / "ds", data, report_frame(), {"name": "ds"}, rows_per_shard=10)
     assert v2.name == "v0002" and json.loads((v2 / "manifest.json").read_text())["parent"] == "v0001"
-    # same tables -> same bytes
+    # same tables -> same rows and sizes; the bytes differ only by the version stamp in the metadata
+    files2 = json.loads((v2 / "manifest.json").read_text())["files"]
     for rel, meta in manifest["files"].items():
-        assert json.loads((v2 / "manifest.json").read_text())["files"][rel] == meta
+        assert {k: files2[rel][k] for k in ("bytes", "rows")} == {k: meta[k] for k in ("bytes", "rows")}
+        assert pq.read_table(v1 / rel).equals(pq.read_table(v2 / rel))
+        assert pq.read_metadata(v2 / rel).metadata[b"curation.version"] == b"v0002"
+    again = publish_version(tmp_path / "again", data, report_frame(), {"name": "ds"}, rows_per_shard=10)
+    assert json.loads((again / "manifest.json").read_text())["files"] == manifest["files"]  # v0001 again: same bytes
     assert list_versions(tmp_path / "ds") == ["v0001", "v0002"] and latest_version(tmp_path / "ds") == "v0002"
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -84,7 +85,7 @@ def test_build_publishes_a_complete_version(built, evals_sample):
 
 
 @pytest.mark.slow
-def test_rebuild_embeds_nothing_and_is_byte_identical(built):
+def test_rebuild_embeds_nothing_and_gives_identical_shards_stamped_with_their_version(built):
     work = built[0]
     v1, v2 = work / "out/instr-mix/v0001", work / "out/instr-mix/v0002"
     m1, m2 = (json.loads((v / "manifest.json").read_text()) for v in (v1, v2))
@@ -95,9 +96,11 @@ def test_rebuild_embeds_nothing_and_is_byte_identical(built):
     assert m2["parent"] == "v0001" and m2["recipe_sha256"] == m1["recipe_sha256"]
     shards = sorted(p.name for p in (v1 / "data").iterdir())
     assert shards == sorted(p.name for p in (v2 / "data").iterdir())
-    for name in shards:
-        assert (v1 / "data" / name).read_bytes() == (v2 / "data" / name).read_bytes()
-    assert (v1 / "report.parquet").read_bytes() == (v2 / "report.parquet").read_bytes()
+    for rel in [f"data/{name}" for name in shards] + ["report.parquet"]:
+        t1, t2 = pq.read_table(v1 / rel), pq.read_table(v2 / rel)
+        assert t1.equals(t2)  # the same rows and values; only the version stamp differs
+        assert (t1.schema.metadata[b"curation.version"], t2.schema.metadata[b"curation.version"]) == (b"v0001", b"v0002")
+        assert m1["files"][rel]["bytes"] == m2["files"][rel]["bytes"]
 
 
 @pytest.mark.slow
@@ -198,3 +201,36 @@ def test_bad_data_in_a_real_run_gives_one_clear_line(built):
         "lower select.budget or add data.")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert (work / "out/instr-mix/LATEST").read_text().strip() == "v0002"  # nothing new published
+
+
+@pytest.mark.slow
+def test_versions_diff_explain_and_verify_on_a_real_build(built):
+    work, _, _, env, _ = built
+    # a third version whose recipe differs only in the budget (every stage but select reused)
+    run_cli(["build", "recipe.yaml", "--set", "select.budget=161"], env, work)
+    versions = run_cli(["versions", "out/instr-mix"], env, work).stdout.splitlines()
+    assert versions[0].split() == ["version", "created_at", "method", "budget", "selected", "pool", "skipped",
+                                   "recipe", "parent"]
+    rows = [line.split() for line in versions[2:]]
+    assert [r[0] for r in rows] == ["v0001", "v0002", "v0003"] and rows[2][1] == "*"  # * marks LATEST
+    assert rows[2][4:6] == ["161", "161"] and rows[2][-1] == "v0002" and rows[0][-1] != "v0001"
+
+    diff = json.loads(run_cli(["diff", "out/instr-mix", "v0002", "v0003", "--format", "json"], env, work).stdout)
+    sel = {v: set(pl.read_parquet(work / f"out/instr-mix/{v}/report.parquet").filter(pl.col("selected"))["id"])
+           for v in ("v0002", "v0003")}
+    assert set(diff["added"]) == sel["v0003"] - sel["v0002"] and set(diff["removed"]) == sel["v0002"] - sel["v0003"]
+    assert len(diff["added"]) - len(diff["removed"]) == 21
+    assert diff["recipe"] == [{"key": "select.budget", "a": 140, "b": 161}] and diff["inputs"] == []
+    text = run_cli(["diff", "out/instr-mix", "v0002", "v0003"], env, work).stdout
+    assert text.startswith(f"dataset instr-mix: v0002 -> v0003: {len(diff['added'])} added") and "select.budget" in text
+    csv = run_cli(["diff", "out/instr-mix", "v0002", "v0003", "--format", "csv"], env, work).stdout.splitlines()
+    assert csv[0].startswith("id,change,") and len(csv) == 1 + len(diff["added"]) + len(diff["removed"])
+
+    item = diff["added"][0]
+    said = run_cli(["explain", "out/instr-mix", item], env, work).stdout
+    assert said.startswith(f"{item} in instr-mix v0003: IN the selection") and "cluster " in said
+    facts = json.loads(run_cli(["explain", "out/instr-mix", item, "--format", "json"], env, work).stdout)
+    assert facts["status"] == "selected" and facts["location"].rsplit(":", 1)[0].endswith("sample.parquet")
+    assert facts["groups"]["task"] == facts["group"]  # groups: [task]
+    ok = run_cli(["verify", "out/instr-mix"], env, work).stdout
+    assert ok.startswith("ok: 3 version(s)")
