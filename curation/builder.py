@@ -530,7 +530,8 @@ class Builder:
             "counts": status_counts(report),
             "selection": selected.facts["info"],
             "summary": summarize(report, budget=r.select.budget, k=clustered.facts["k"],
-                                 silhouette=clustered.facts.get("silhouette")),
+                                 silhouette=clustered.facts.get("silhouette"),
+                                 targets=selected.facts["info"].get("quotas")),
         }
         manifest["metrics"] = metrics
         if "value" in self.runs:

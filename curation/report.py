@@ -39,8 +39,13 @@ from curation.report_schema import POOL_STATUSES, REFERENCE, SELECTED, SKIPPED, 
 _fmt = format_value  # the old name, kept for callers
 
 
-def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None) -> dict[str, Any]:
-    """Summary tables (lists of row dicts) from a report table, by ``status`` and ``reason_code``."""
+def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None,
+              targets: dict[str, int] | None = None) -> dict[str, Any]:
+    """Summary tables (lists of row dicts) from a report table, by ``status`` and ``reason_code``.
+
+    ``targets`` (the selector's per-group quotas, when it has them) adds each group's ``target``
+    count and ``target_share``, so the groups table shows pool, target and selected side by side.
+    """
     usable = report.filter(pl.col("status").is_in(POOL_STATUSES))
     pool_n = usable.height
     sel_n = int((report["status"] == SELECTED).sum())
@@ -58,6 +63,12 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
         .select("group", "pool", "pool_share", "selected", "selected_share", *valued)
         .sort(["selected", "group"])  # least-represented groups first
     )
+    if targets:
+        total = max(sum(targets.values()), 1)
+        groups = groups.with_columns(
+            pl.col("group").replace_strict(targets, default=None, return_dtype=pl.Int64).alias("target"),
+        ).with_columns((pl.col("target") / total).round(4).alias("target_share")).select(
+            "group", "pool", "pool_share", "target", "target_share", "selected", "selected_share", *valued)
     covered = report.filter(pl.col("status") == SELECTED)["cluster"].n_unique() if sel_n else 0
     skipped = (
         report.filter(pl.col("status") == SKIPPED)

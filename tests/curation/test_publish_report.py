@@ -105,3 +105,11 @@ def test_sql_over_report_and_selected(tmp_path):
 def test_format_table_aligns_numbers_right():
     out = format_table([{"name": "a", "n": 5}, {"name": "bbb", "n": 120}]).splitlines()
     assert out[0] == "name    n" and out[2] == "a       5" and out[3] == "bbb   120"
+
+
+def test_the_groups_table_shows_the_selectors_targets_beside_pool_and_selected():
+    s = summarize(report_frame(), budget=2, k=2, targets={"x": 1, "y": 1})
+    rows = {g["group"]: g for g in s["groups"]}
+    assert list(rows["x"]) == ["group", "pool", "pool_share", "target", "target_share", "selected", "selected_share"]
+    assert (rows["x"]["target"], rows["x"]["target_share"], rows["x"]["selected"]) == (1, 0.5, 1)
+    assert "target" not in summarize(report_frame(), budget=2, k=2)["groups"][0]  # no quotas, no column
