@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation lock clean
+.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache lock clean
 
 setup: $(VENV)/.installed
 
@@ -40,10 +40,13 @@ demo: setup data
 demo-full: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/curate build examples/instructions.yaml
 
-# Servers the tests start on loopback (and stop): Debian's PostgreSQL. Installed once (needs root).
+# Servers the tests start on loopback (and stop): Debian's PostgreSQL; and Debian's Chromium, which
+# opens the HTML report headless (tests/flows/test_report_page.py). Installed once (needs root).
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql)
+	@test -x /usr/bin/chromium || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
 
 test: setup data services
 	$(VPY) -m ruff check curation connectors flows tests infra
@@ -69,6 +72,10 @@ bench-quad: setup $(WORDNET)
 
 bench-equity: setup data
 	$(VPY) bench/equity.py
+
+# Embedding-cache lookup against cache size, indexed vs the old read-every-part (bench/results/cache.md)
+bench-cache: setup data
+	HF_HUB_OFFLINE=1 $(VPY) bench/cache.py
 
 # pyDVL only in its own environment (.venv-bench); it pins numpy<2, overridden with ours
 BENCH_VPY := .venv-bench/bin/python

@@ -1,134 +1,254 @@
-"""Small dependency-free SVG charts for the HTML report: grouped bars, histograms, line plots.
+"""Charts for the HTML report, drawn with plotly: one house style, one PlotSpec converter.
 
-Each function returns an ``<svg>`` string sized ``width × height`` pixels. Colours come from a
-fixed colour-blind-safe palette (Okabe–Ito) in series order, so a series keeps its colour
-across charts.
+* :func:`to_figure` turns a :class:`~curation.report_schema.PlotSpec` (a chart as data, what
+  selectors return from ``report_plots`` and what the page builds for its own charts) into a
+  plotly figure. It is the only place a PlotSpec is drawn.
+* :func:`embedding_map` draws the pool on its first two principal axes (the page's map).
+* :func:`figure_html` turns a figure into the ``<div>`` the page embeds, with plotly.js inlined
+  when asked (the page asks once, for its first figure).
+
+The house style, so every chart reads the same way:
+
+* :data:`PALETTE`: 14 colours that stay apart under the common colour-vision deficiencies
+  (Okabe–Ito without its yellow, then seven more picked for distance); nothing pale on white.
+  Series take colours in order, so a chart's first series is always blue.
+* legends sit outside the plot area (above it, horizontal; the map's on its right), where
+  plotly grows the margin to fit them, so they never cover data;
+* every axis has a title; value axes keep plotly's round-number ticks (2k, not 2000.0), with a
+  d3 format where it helps (``.0%`` for shares);
+* the width follows the page (``responsive``, no fixed width); long category labels are cut
+  to :data:`LABEL_CHARS` characters, and the hover shows the full label.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from html import escape
+from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
 
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-_M = {"left": 56, "right": 12, "top": 28, "bottom": 64}  # room for axis labels and the legend
+from curation.report_schema import PlotSpec
 
-
-def _frame(width: int, height: int, title: str, body: list[str], legend: Sequence[str]) -> str:
-    items = [f'<text x="{_M["left"]}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>']
-    x = _M["left"]
-    for i, name in enumerate(legend):
-        items.append(f'<rect x="{x}" y="{height - 14}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
-                     f'<text x="{x + 14}" y="{height - 5}" font-size="11">{escape(name)}</text>')
-        x += 24 + 7 * len(name)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'font-family="sans-serif" role="img"><title>{escape(title)}</title>'
-            + "".join(items + body) + "</svg>")
-
-
-def _axis_y(lo: float, hi: float, width: int, height: int, fmt: str = "{:.3g}") -> tuple[list[str], callable]:
-    ph = height - _M["top"] - _M["bottom"]
-    span = hi - lo or 1.0
-
-    def y(v: float) -> float:
-        return _M["top"] + ph * (1 - (v - lo) / span)
-
-    out = []
-    for t in np.linspace(lo, hi, 5):
-        out.append(f'<line x1="{_M["left"]}" x2="{width - _M["right"]}" y1="{y(t):.1f}" y2="{y(t):.1f}" '
-                   f'stroke="#ddd"/><text x="{_M["left"] - 4}" y="{y(t) + 4:.1f}" font-size="10" '
-                   f'text-anchor="end">{fmt.format(t)}</text>')
-    return out, y
+PALETTE: tuple[str, ...] = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000",  # Okabe–Ito, less its yellow
+    "#661100", "#332288", "#555555", "#785EF0", "#B15928", "#648FFF", "#225522",  # picked to stay apart (below)
+)
+# The last seven were picked one at a time from well-known colour-blind-safe sets (Tol's, IBM's,
+# ColorBrewer's): each time the candidate farthest (CIELAB distance) from those already in, under
+# normal vision and simulated deuteranopia, protanopia and tritanopia; none is pale on white
+# (contrast >= 2). tests/curation/test_plots.py checks both properties.
+LABEL_CHARS = 22  # longer category labels are cut on the axis (the hover has them whole)
+HEIGHT = 380
+CONFIG = {"responsive": True, "displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d"]}
+FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif"
 
 
-def bar_chart(categories: Sequence[str], series: Mapping[str, Sequence[float]], *, title: str,
-              width: int = 720, height: int = 280) -> str:
-    """Grouped vertical bars: one group of bars per category, one bar per series."""
-    cats = [str(c) for c in categories]
-    vals = {k: np.asarray(v, dtype=float) for k, v in series.items()}
-    hi = max([float(v.max()) for v in vals.values() if len(v)] + [1e-12])
-    body, y = _axis_y(0.0, hi, width, height)
-    pw = width - _M["left"] - _M["right"]
-    slot = pw / max(len(cats), 1)
-    bw = slot * 0.8 / max(len(vals), 1)
-    for j, (_, v) in enumerate(vals.items()):
-        for i, val in enumerate(v):
-            x = _M["left"] + i * slot + slot * 0.1 + j * bw
-            body.append(f'<rect x="{x:.1f}" y="{y(val):.1f}" width="{bw:.1f}" height="{y(0) - y(val):.1f}" '
-                        f'fill="{PALETTE[j % len(PALETTE)]}"><title>{escape(cats[i])}: {val:.4g}</title></rect>')
-    if len(cats) <= 40:
-        for i, c in enumerate(cats):
-            x = _M["left"] + (i + 0.5) * slot
-            body.append(f'<text x="{x:.1f}" y="{y(0) + 12:.1f}" font-size="9" text-anchor="end" '
-                        f'transform="rotate(-40 {x:.1f} {y(0) + 12:.1f})">{escape(c[:18])}</text>')
-    return _frame(width, height, title, body, list(vals))
+def colour(i: int) -> str:
+    """The ``i``-th palette colour (the palette repeats past its end)."""
+    return PALETTE[i % len(PALETTE)]
 
 
-def histogram(series: Mapping[str, Sequence[float]], *, title: str, bins: int = 40, width: int = 720,
-              height: int = 260) -> str:
-    """Overlaid histograms (as densities) of each series on shared bins."""
-    data = {k: np.asarray(v, dtype=float) for k, v in series.items()}
-    allv = np.concatenate([v for v in data.values() if len(v)] or [np.zeros(1)])
-    edges = np.histogram_bin_edges(allv, bins=bins)
-    dens = {k: np.histogram(v, bins=edges, density=True)[0] if len(v) else np.zeros(bins) for k, v in data.items()}
-    hi = max(float(d.max()) for d in dens.values()) or 1.0
-    body, y = _axis_y(0.0, hi, width, height)
-    pw = width - _M["left"] - _M["right"]
-
-    def x(v: float) -> float:
-        return _M["left"] + pw * (v - edges[0]) / ((edges[-1] - edges[0]) or 1.0)
-
-    for j, d in enumerate(dens.values()):
-        pts = " ".join(f"{x(e):.1f},{y(h):.1f} {x(e2):.1f},{y(h):.1f}" for e, e2, h in zip(edges[:-1], edges[1:], d))
-        body.append(f'<polyline points="{pts}" fill="none" stroke="{PALETTE[j % len(PALETTE)]}" stroke-width="1.5"/>')
-    for t in np.linspace(edges[0], edges[-1], 5):
-        body.append(f'<text x="{x(t):.1f}" y="{y(0) + 14:.1f}" font-size="10" text-anchor="middle">{t:.3g}</text>')
-    return _frame(width, height, title, body, list(dens))
+def short_labels(labels: Sequence[Any], n: int = LABEL_CHARS) -> list[str]:
+    """Labels cut to ``n`` characters with an ellipsis, kept distinct (plotly merges equal
+    categories, so two long labels sharing a prefix get a ``#2`` suffix)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for label in map(str, labels):
+        short = label if len(label) <= n else label[: n - 1] + "…"
+        k = 2
+        while short in seen:
+            short = f"{label[: n - 4]}…#{k}"
+            k += 1
+        seen.add(short)
+        out.append(short)
+    return out
 
 
-def line_chart(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, title: str,
-               markers: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None, logx: bool = False,
-               xlabel: str = "", width: int = 720, height: int = 300) -> str:
-    """Lines (x, y) per series, plus optional markers drawn in the series' colour."""
+def layout(*, xtitle: str, ytitle: str, yformat: str = "", height: int = HEIGHT, **extra: Any) -> dict[str, Any]:
+    """The house layout: white template, palette, axis titles, legend above the plot area."""
+    return {
+        "template": "plotly_white",
+        "colorway": list(PALETTE),
+        "font": {"family": FONT, "size": 13, "color": "#222"},
+        "height": height,
+        "autosize": True,
+        "margin": {"l": 64, "r": 24, "t": 24, "b": 56},
+        # outside the plot area: plotly pushes the top margin to make room, so data is never covered
+        "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.02, "yanchor": "bottom"},
+        "xaxis": {"title": {"text": xtitle}, "automargin": True},
+        "yaxis": {"title": {"text": ytitle}, "automargin": True, "tickformat": yformat, "rangemode": "tozero"},
+        "hoverlabel": {"align": "left"},
+        **extra,
+    }
+
+
+def _floats(values: Any) -> list[float | None]:
+    # plain lists, not numpy arrays: plotly would store arrays base64-encoded, and the page's
+    # figure data should stay readable (and checkable) as JSON
+    return [None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+            for v in np.asarray(values, dtype=object).ravel().tolist()]
+
+
+def bar_figure(categories: Sequence[Any], series: Mapping[str, Sequence[float]], *, xtitle: str, ytitle: str,
+               yformat: str = "", stacked: bool = False) -> go.Figure:
+    """Bars: one group (or stack) per category, one bar per series; categories are always
+    categorical (cluster ``3`` is a name, not a position) and keep their order."""
+    full = [str(c) for c in categories]
+    short = short_labels(full)
+    fig = go.Figure(layout=layout(xtitle=xtitle, ytitle=ytitle, yformat=yformat,
+                                  barmode="stack" if stacked else "group"))
+    fig.update_layout(legend_traceorder="normal")  # stacked bars would list the series bottom-up
+    value = f"%{{y:{yformat}}}" if yformat else "%{y}"
+    for i, (name, ys) in enumerate(series.items()):
+        fig.add_trace(go.Bar(x=short, y=_floats(ys), name=str(name), marker_color=colour(i), customdata=full,
+                             hovertemplate=f"%{{customdata}}<br>{_plain(name)}: {value}<extra></extra>"))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=short,
+                     tickangle=-40 if len(full) > 12 or max(map(len, short), default=0) > 8 else 0)
+    return fig
+
+
+def histogram_figure(series: Mapping[str, Sequence[float]], *, xtitle: str, ytitle: str = "",
+                     bins: int = 40) -> go.Figure:
+    """Overlaid histograms on shared bins, each series as shares of its own items (so a small
+    series and a large one compare); empty series are left out of the plot but named in the legend
+    title."""
+    fig = go.Figure(layout=layout(xtitle=xtitle, ytitle=ytitle or "share of the series' items", yformat=".0%",
+                                  barmode="overlay", showlegend=True))  # named even when one series has items
+    empty = []
+    for i, (name, xs) in enumerate(series.items()):
+        vals = [v for v in _floats(xs) if v is not None]
+        if not vals:
+            empty.append(str(name))
+            continue
+        fig.add_trace(go.Histogram(x=vals, name=f"{name} (n={len(vals):,})", histnorm="probability",
+                                   nbinsx=bins, bingroup="shared", marker_color=colour(i), opacity=0.6,
+                                   hovertemplate=f"{_plain(name)}<br>%{{x}}: %{{y:.1%}}<extra></extra>"))
+    if empty:
+        fig.update_layout(legend_title_text=f"no items: {', '.join(empty)}")
+    return fig
+
+
+def line_figure(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xtitle: str, ytitle: str,
+                markers: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None, logx: bool = False,
+                yformat: str = "") -> go.Figure:
+    """Lines (x, y) per series, plus optional markers drawn in their series' colour."""
     markers = markers or {}
-    xs = np.concatenate([np.asarray(v[0], float) for v in [*lines.values(), *markers.values()]] or [np.ones(1)])
-    ys = np.concatenate([np.asarray(v[1], float) for v in [*lines.values(), *markers.values()]] or [np.zeros(1)])
-    fx = np.log10 if logx else (lambda a: np.asarray(a, float))
-    x_lo, x_hi = float(np.min(fx(np.maximum(xs, 1e-12)))), float(np.max(fx(np.maximum(xs, 1e-12))))
-    body, y = _axis_y(float(min(ys.min(), 0.0)), float(ys.max()) or 1.0, width, height)
-    pw = width - _M["left"] - _M["right"]
-
-    def x(v: float) -> float:
-        return _M["left"] + pw * (float(fx(max(v, 1e-12))) - x_lo) / ((x_hi - x_lo) or 1.0)
-
+    fig = go.Figure(layout=layout(xtitle=xtitle, ytitle=ytitle, yformat=yformat))
     names = list(dict.fromkeys([*lines, *markers]))
-    for name in names:
-        c = PALETTE[names.index(name) % len(PALETTE)]
+    for i, name in enumerate(names):
         if name in lines:
-            pts = " ".join(f"{x(a):.1f},{y(b):.1f}" for a, b in zip(*lines[name]))
-            body.append(f'<polyline points="{pts}" fill="none" stroke="{c}" stroke-width="1.5"/>')
-        for a, b in zip(*markers.get(name, ((), ()))):
-            body.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="3" fill="{c}"><title>{escape(name)}: '
-                        f'n={a:.4g}, {b:.4g}</title></circle>')
-    for t in np.linspace(x_lo, x_hi, 5):
-        label = f"{10 ** t:.3g}" if logx else f"{t:.3g}"
-        xt = _M["left"] + pw * (t - x_lo) / ((x_hi - x_lo) or 1.0)
-        body.append(f'<text x="{xt:.1f}" y="{y(float(min(ys.min(), 0.0))) + 14:.1f}" font-size="10" '
-                    f'text-anchor="middle">{label}</text>')
-    if xlabel:
-        body.append(f'<text x="{width - _M["right"]}" y="{height - 30}" font-size="10" text-anchor="end">'
-                    f'{escape(xlabel)}</text>')
-    return _frame(width, height, title, body, names)
+            xs, ys = lines[name]
+            fig.add_trace(go.Scatter(x=_floats(xs), y=_floats(ys), mode="lines", name=str(name), legendgroup=str(name),
+                                     line={"color": colour(i), "width": 2},
+                                     hovertemplate=f"{_plain(name)}<br>%{{x:.3~g}}: %{{y:.3~g}}<extra></extra>"))
+        if name in markers:
+            xs, ys = markers[name]
+            fig.add_trace(go.Scatter(x=_floats(xs), y=_floats(ys), mode="markers", name=str(name),
+                                     legendgroup=str(name), showlegend=name not in lines,
+                                     marker={"color": colour(i), "size": 9, "line": {"color": "white", "width": 1}},
+                                     hovertemplate=f"{_plain(name)}<br>%{{x:.4~g}}: %{{y:.3~g}}<extra></extra>"))
+    if logx:
+        fig.update_xaxes(type="log", **_log_ticks([x for xs, _ in [*lines.values(), *markers.values()]
+                                                   for x in _floats(xs) if x is not None and x > 0]))
+    return fig
 
 
-def draw(spec) -> str:
-    """Render a :class:`curation.report_schema.PlotSpec` with the helper its ``kind`` names."""
+def _log_ticks(xs: Sequence[float]) -> dict[str, Any]:
+    # 1, 2, 5, 10, 20, 50, ... written out: plotly's own log ticks label 2..9 of each decade as bare digits
+    if not xs:
+        return {}
+    lo, hi = min(xs), max(xs)
+    vals = [m * 10.0 ** k for k in range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+            for m in (1, 2, 5) if lo <= m * 10.0 ** k <= hi]
+    return {"tickvals": vals, "ticktext": [f"{v:,g}" for v in vals]} if len(vals) >= 2 else {}
+
+
+def to_figure(spec: PlotSpec) -> go.Figure:
+    """The plotly figure of a :class:`~curation.report_schema.PlotSpec` (its title is the
+    caption the page puts above it, not part of the figure).
+
+    Raises:
+        ValueError: ``spec.kind`` is not ``bar``, ``histogram`` or ``line``.
+    """
     if spec.kind == "bar":
-        return bar_chart(spec.categories, spec.series, title=spec.title)
+        return bar_figure(spec.categories, spec.series, xtitle=spec.xlabel or "category",
+                          ytitle=spec.ylabel or "value", yformat=spec.yformat, stacked=spec.stacked)
     if spec.kind == "histogram":
-        return histogram(spec.series, title=spec.title)
+        return histogram_figure(spec.series, xtitle=spec.xlabel or "value", ytitle=spec.ylabel)
     if spec.kind == "line":
-        return line_chart(spec.series, markers=spec.markers, logx=spec.logx, xlabel=spec.xlabel, title=spec.title)
+        return line_figure(spec.series, markers=spec.markers, logx=spec.logx, xtitle=spec.xlabel or "x",
+                           ytitle=spec.ylabel or "y", yformat=spec.yformat)
     raise ValueError(f"unknown plot kind {spec.kind!r}; expected bar, histogram or line")
+
+
+def embedding_map(x: Sequence[float], y: Sequence[float], selected: Sequence[bool], hover: Sequence[str],
+                  colourings: Mapping[str, Sequence[Any]], *, height: int = 620) -> go.Figure:
+    """The pool as points on two axes, coloured by the first of ``colourings`` (name -> one
+    category per point), with buttons switching to the others; selected points are larger and
+    outlined. ``hover`` is each point's hover text (plotly's HTML subset: escape it first).
+
+    Every point is in exactly one *visible* trace (per category: the not-selected points, then
+    the selected ones drawn above every not-selected point); the traces of the other colourings
+    hold the same points and start hidden, so the plot shows each point once.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sel = np.asarray(selected, bool)
+    hover = np.asarray(hover, dtype=object)
+    fig = go.Figure(layout=layout(xtitle="first principal axis", ytitle="second principal axis", height=height))
+    fig.update_yaxes(rangemode="normal", zeroline=False)
+    fig.update_xaxes(zeroline=False)
+    # many categories: a vertical legend on the right (it scrolls when long) instead of rows above
+    fig.update_layout(legend={"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"},
+                      margin={"t": 56})
+    spans = []
+    for c, (by, cats) in enumerate(colourings.items()):
+        cats = np.asarray([str(v) for v in cats], dtype=object)
+        names = sorted(set(cats), key=_natural)
+        first = len(fig.data)
+        for picked in (False, True):  # every not-selected trace first: selected points stay on top
+            for i, name in enumerate(names):
+                m = (cats == name) & (sel == picked)
+                if not m.any():
+                    continue
+                marker = ({"size": 10, "line": {"color": "#111", "width": 1.5}, "opacity": 0.95} if picked
+                          else {"size": 6, "line": {"width": 0}, "opacity": 0.55})
+                fig.add_trace(go.Scatter(
+                    x=_floats(x[m]), y=_floats(y[m]), mode="markers", name=short_labels([name])[0],
+                    legendgroup=f"{by}={name}", showlegend=not picked or not ((cats == name) & ~sel).any(),
+                    marker={"color": colour(i), **marker}, hovertext=hover[m].tolist(), hoverinfo="text",
+                    visible=c == 0, meta={"colour_by": by, "selected": picked}))
+        spans.append((by, first, len(fig.data)))
+    if len(spans) > 1:
+        buttons = [{"label": f"colour by {by}", "method": "update",
+                    "args": [{"visible": [lo <= t < hi for t in range(len(fig.data))]}, {"legend.title.text": by}]}
+                   for by, lo, hi in spans]
+        fig.update_layout(updatemenus=[{"type": "buttons", "direction": "right", "buttons": buttons, "x": 0,
+                                        "xanchor": "left", "y": 1.02, "yanchor": "bottom", "showactive": True,
+                                        "pad": {"t": 0, "b": 4}}])
+    fig.update_layout(legend_title_text=spans[0][0] if spans else "")
+    return fig
+
+
+def figure_html(fig: go.Figure, div_id: str, *, include_js: bool) -> str:
+    """The ``<div>`` of ``fig`` with the stable id ``div_id``; with ``include_js`` it carries the
+    whole plotly.js inline (the page sets it on its first figure only), otherwise it expects it
+    loaded. No CDN, no MathJax, nothing fetched: the page works offline."""
+    return pio.to_html(fig, include_plotlyjs=bool(include_js), include_mathjax=False, full_html=False,
+                       div_id=div_id, config=CONFIG, default_width="100%")
+
+
+def _plain(name: Any) -> str:
+    # a series name inside a hovertemplate: braces would read as template fields, and plotly reads
+    # a subset of HTML there (a group named "<b>" would turn bold)
+    return escape(str(name), quote=False).replace("{", "(").replace("}", ")")
+
+
+def _natural(label: str) -> tuple[int, float, str]:
+    # cluster "10" after "9": numbers by value, then everything else by name
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)

@@ -158,15 +158,18 @@ def format_value(v: Any) -> str:
 # ------------------------------------------------------------------- selector contributions
 @dataclass(frozen=True)
 class PlotSpec:
-    """A chart as data; :func:`curation.plots.draw` renders it.
+    """A chart as data; :func:`curation.plots.to_figure` draws it (with plotly) on the HTML page.
 
-    ``kind`` picks the drawing helper and the shape of ``series``:
+    ``kind`` picks the chart and the shape of ``series``:
 
-    * ``bar``: ``{series name: one value per category}`` with ``categories``;
-    * ``histogram``: ``{series name: values}``;
+    * ``bar``: ``{series name: one value per category}`` with ``categories`` (grouped bars, or
+      stacked with ``stacked``);
+    * ``histogram``: ``{series name: values}`` (each series as shares of its own items, shared bins);
     * ``line``: ``{series name: (xs, ys)}``, optional ``markers`` of the same shape, ``logx``.
 
-    ``heading`` is the section heading the HTML report puts above the chart.
+    ``heading`` is the section heading the HTML report puts above the chart; ``title`` its
+    caption. ``xlabel``/``ylabel`` title the axes (a neutral title is used when empty) and
+    ``yformat`` is a d3 tick format for the value axis (``".0%"`` for shares).
     """
 
     kind: Literal["bar", "histogram", "line"]
@@ -177,6 +180,9 @@ class PlotSpec:
     markers: Mapping[str, Any] = field(default_factory=dict)
     logx: bool = False
     xlabel: str = ""
+    ylabel: str = ""
+    yformat: str = ""
+    stacked: bool = False
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         marks = {g["group"]: ([g["n"]], [g["predicted_error"]]) for g in eq.get("groups", [])
                  if g.get("predicted_error") is not None and g.get("n")}
         return [PlotSpec("line", heading="Learning curves", series=lines, markers=marks, logx=True,
-                         xlabel="items of the group (log)", title="Fitted per-group error curves; dots: the allocation")]
+                         xlabel="items of the group (log scale)", ylabel="error",
+                         title="Fitted per-group error curves; dots: the allocation")]
 
     def __init__(self, *, objective: str = "maxmin", allocation: str = "adaptive", costs: dict | None = None,
                  mode: str = "auto", n0: int = 50, step_frac: float = 0.1, repeats: int = 1,

@@ -30,10 +30,11 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+import polars as pl
 
 from curation.allocation import allocate, largest_remainder
 from curation.exceptions import DataError
-from curation.report_schema import SummarySection
+from curation.report_schema import PlotSpec, SummarySection
 from curation.score import build_scorer
 from curation.select.base import Selector, scorer_calls_section
 from curation.select.feedback import build_feedback
@@ -156,6 +157,30 @@ class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):
         "quality": "the row's quality score q (0 with within='uniform')",
         "cluster_weight": "its cluster's weight when picked (not picked: the final weight)",
     }
+
+    @classmethod
+    def report_plots(cls, report: pl.DataFrame, info: Mapping[str, Any], params: Mapping[str, Any]) -> list[PlotSpec]:
+        """Per round: the cluster weights it drew with (``info["cluster_weights"]``: uniform in
+        round 1, then re-weighted by the feedback) and the items it picked per cluster (the
+        report's ``round`` column)."""
+        weights = info.get("cluster_weights") or []
+        if not weights:
+            return []
+        clusters = [str(j) for j in range(len(weights[0]))]
+        plots = [PlotSpec("bar", heading="Rounds", categories=clusters, xlabel="cluster",
+                          ylabel="cluster weight", yformat=".0%",
+                          title="Cluster weights in each round (uniform in round 1; after each round the clusters "
+                                "whose items the proxy still gets wrong gain weight)",
+                          series={f"round {r + 1}": w for r, w in enumerate(weights)})]
+        if "round" in report.columns:
+            picked = report.filter(pl.col("round") > 0).group_by("round", "cluster").len()
+            n = {(r, c): k for r, c, k in picked.iter_rows()}
+            plots.append(PlotSpec("bar", title="Items picked in each round, per cluster (stacked: the bar is the "
+                                  "cluster's share of the selection)", categories=clusters, stacked=True,
+                                  xlabel="cluster", ylabel="items picked",
+                                  series={f"round {r}": [n.get((r, j), 0) for j in range(len(clusters))]
+                                          for r in range(1, len(weights) + 1)}))
+        return plots
 
     def __init__(self, *, rounds: int = 3, quality: Any = None, temperature: float = 1.0,
                  cluster_budget: str = "proportional", mode: str = "multiplicative", feedback: Any = "proxy-loss",

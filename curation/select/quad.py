@@ -21,6 +21,7 @@ budget: it never pads with items it judged bad.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -86,10 +87,19 @@ class QuadSelector(Selector, name="quad"):
             return []
         # accepted vs rejected from the reason codes (exact), the threshold from the build's own params
         rejected = pl.col("reason_code") == "chunk_rejected"
-        return [PlotSpec("histogram", heading="Quad probes",
-                         title=f"Probe mean score of every pulled chunk's items (tau = {params['tau']:g})",
-                         series={"accepted chunks": probed.filter(~rejected)["probe_score"].to_numpy(),
-                                 "rejected chunks": probed.filter(rejected)["probe_score"].to_numpy()})]
+        plots = [PlotSpec("histogram", heading="Quad probes", xlabel="probe mean score of the item's chunk",
+                          title=f"Probe mean score of every pulled chunk's items (tau = {params['tau']:g})",
+                          series={"accepted chunks": probed.filter(~rejected)["probe_score"].to_numpy(),
+                                  "rejected chunks": probed.filter(rejected)["probe_score"].to_numpy()})]
+        pulls = info.get("history") or []
+        if pulls:  # per round: the chunks pulled, accepted or not (info["history"]: one entry per pull)
+            last = max(int(h["round"]) for h in pulls)
+            count = Counter((int(h["round"]), bool(h["accepted"])) for h in pulls)
+            plots.append(PlotSpec("bar", title="Chunks pulled in each round: accepted vs rejected", stacked=True,
+                                  categories=[str(r) for r in range(1, last + 1)], xlabel="round", ylabel="chunks",
+                                  series={name: [count.get((r, ok), 0) for r in range(1, last + 1)]
+                                          for name, ok in (("accepted", True), ("rejected", False))}))
+        return plots
 
     def __init__(self, *, scorer: Any = "length", clusters_per_round: int = 50, probe: int = 10, chunk: int = 50,
                  tau: float = 0.002, alpha: float = 1e-4, rho: float = 0.2, max_rounds: int = 200,
