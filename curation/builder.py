@@ -218,6 +218,15 @@ def _connector(src: SourceConfig):
     return load_connector(src.kind, field=f"sources[{src.name}].kind")(src)
 
 
+def text_embedder(recipe: Recipe) -> Embedder:
+    """The recipe's text embedder. ``embed.device`` is passed on only when forced (``cpu`` or
+    ``cuda``): ``auto`` is each embedder's own default (a transformer resolves it where it loads)."""
+    cfg = recipe.embed
+    device = {} if cfg.device == "auto" else {"device": cfg.device}
+    return make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
+                              max_seq_length=cfg.max_seq_length, **device)
+
+
 def _transient(exc: BaseException) -> bool:
     """A source error that may pass (network, storage); a missing file or a denied one will not."""
     return isinstance(exc, OSError) and not isinstance(
@@ -249,9 +258,7 @@ def preflight(recipe: Recipe) -> None:
     """Fail fast, before any work: unknown connector kinds, missing inputs, an unloadable model,
     an unreachable source (after retries)."""
     if recipe.is_text:
-        cfg = recipe.embed
-        make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
-                           max_seq_length=cfg.max_seq_length).check()
+        text_embedder(recipe).check()
     sources = list(recipe.sources)
     if recipe.holdout is not None and recipe.holdout.path is not None:
         sources.append(reference_source(recipe))
@@ -406,9 +413,7 @@ class Builder:
         r = self.recipe
         embedder, t0 = None, time.perf_counter()
         if r.is_text:
-            cfg = r.embed
-            embedder = make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
-                                          max_seq_length=cfg.max_seq_length)
+            embedder = text_embedder(r)
             # the embedder's id names its vector space by the model's fingerprint (file names and
             # sizes; a static model's content hash): a changed model is a new key, not a stale reuse
             sections = {"embed": {"embedder": embedder.id}}
@@ -534,6 +539,9 @@ class Builder:
                                  targets=selected.facts["info"].get("quotas")),
         }
         manifest["metrics"] = metrics
+        # where the vectors were computed (the Ray nodes whose actors embedded chunks)
+        manifest["placement"] = {k: embedded.facts[k] for k in ("ray_actors", "threads_per_actor", "nodes")
+                                 if k in embedded.facts}
         if "value" in self.runs:
             manifest["valuation"] = dict(self.runs["value"].facts)
         parent = latest_version(self.dataset_dir)  # under the dataset's lock: the version this one follows

@@ -168,6 +168,9 @@ class EmbedConfig(_Strict):
     max_seq_length: int | None = Field(default=None, gt=0, description="truncate inputs to this many tokens "
                                        "(default: the model's)")
     chunk_size: int = Field(default=1024, gt=0, description="texts per Ray task")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="where a transformer embedder "
+                                                   "runs: cuda when a GPU is there (auto), or forced; on Ray, "
+                                                   "a cuda actor asks for one GPU")
     actors: int | None = Field(default=None, gt=0, description="Ray embedding actors (default: cpus // threads)")
     threads_per_actor: int | None = Field(default=None, gt=0, description="torch threads per actor (default: all cpus)")
     cache_dir: str | None = Field(default=None, description="the per-text embedding cache "
@@ -408,7 +411,12 @@ class Recipe(_Strict):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        """sha256 of the canonical recipe without ``output.root``: where a version is written does
+        not change what is in it, so the same recipe built under two roots has one hash (and
+        byte-identical shards, which carry it)."""
+        data = self.model_dump(mode="json")
+        data["output"].pop("root", None)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -33,28 +33,35 @@ from curation.secrets import register_resolver
 
 
 class RayChunks:
-    """``map_chunks`` on Ray actors; ``placement`` says how many actors and threads were used."""
+    """``map_chunks`` on Ray actors; ``placement`` says how many actors and threads were used
+    and on which Ray nodes (``nodes``: the node ids whose actors returned chunks)."""
 
-    def __init__(self, actors: int | None, threads: int | None) -> None:
-        self.actors, self.threads = actors, threads
-        self.placement: dict[str, int] = {}
+    def __init__(self, actors: int | None, threads: int | None, device: str = "auto") -> None:
+        self.actors, self.threads, self.device = actors, threads, device
+        self.placement: dict[str, Any] = {}
 
     def __call__(self, embedder: Embedder, chunks: list[list[str]]):
-        from flows.ray_runtime import ensure_ray, plan_actors, ray_map_chunks
+        from flows.ray_runtime import ensure_ray, node_cpus, plan_actors, ray_map_chunks
 
         if not chunks:  # everything was cached: don't pay for starting Ray
             return
-        cpus = int(ensure_ray().get("CPU", 1))
-        actors, threads = plan_actors(cpus, self.actors, self.threads)
+        ensure_ray()
+        actors, threads = plan_actors(node_cpus(), self.actors, self.threads)
+        nodes: set[str] = set()
         self.placement.update(ray_actors=actors, threads_per_actor=threads)
-        yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads)
+        try:
+            yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads, device=self.device,
+                                      nodes=nodes)
+        finally:
+            self.placement["nodes"] = sorted(nodes)
 
 
 def ray_builder(recipe, **options) -> Builder:
     """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it)."""
     from flows.ray_runtime import ensure_ray, ray_map
 
-    return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor), map_fn=ray_map,
+    return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor,
+                                                recipe.embed.device), map_fn=ray_map,
                    n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
 
 

@@ -16,8 +16,24 @@ import numpy as np
 from curation.embed import Embedder
 
 
+def runtime_env() -> dict:
+    """What a joined cluster's workers need from this checkout: the project's own packages
+    (``curation``, ``connectors``, ``flows``) shipped as ``py_modules``, so a node needs only
+    Python, Ray and the pinned dependencies. ``CURATION_RAY_SHIP_CODE=0`` turns it off (nodes
+    that have the project installed)."""
+    if os.environ.get("CURATION_RAY_SHIP_CODE", "1") == "0":
+        return {}
+    import connectors
+    import curation
+    import flows
+
+    return {"py_modules": [os.path.dirname(m.__file__) for m in (curation, connectors, flows)],
+            "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
+
+
 def ensure_ray() -> dict:
-    """Start or join Ray (idempotent); returns the cluster's resources."""
+    """Start or join Ray (idempotent); returns the cluster's resources. Joining a cluster
+    (``RAY_ADDRESS``) ships the project's code to its workers (:func:`runtime_env`)."""
     import ray
 
     if not ray.is_initialized():
@@ -29,26 +45,52 @@ def ensure_ray() -> dict:
             # Ray nices its workers to 15 by default, so under any contention the embedding actor
             # yields the CPU it was given; a local run wants the actor at the driver's priority.
             os.environ.setdefault("RAY_worker_niceness", "0")
+        else:
+            kwargs["runtime_env"] = runtime_env()
         ray.init(**kwargs)
     return ray.cluster_resources()
 
 
-def plan_actors(cpus: int, actors: int | None, threads: int | None) -> tuple[int, int]:
+def plan_actors(cpus: int | list[int], actors: int | None, threads: int | None) -> tuple[int, int]:
     """(actors, threads per actor). Default: actors of up to 4 threads filling the CPUs.
 
-    On a 2-core machine that is one actor with 2 threads: the same as a bare encode loop, with
-    the model loaded once.
+    ``cpus`` is the CPU count of each node (or one number: a single node). An actor's threads
+    must fit on one node, so the default is at most the largest node's CPUs, and each node
+    holds ``node_cpus // threads`` actors. On a 2-core machine that is one actor with 2
+    threads: the same as a bare encode loop, with the model loaded once; on two 1-CPU nodes,
+    two actors of one thread.
     """
-    cpus = max(1, int(cpus))
-    threads = threads or min(4, cpus)
-    actors = actors or max(1, cpus // threads)
+    nodes = [max(1, int(c)) for c in (cpus if isinstance(cpus, list) else [cpus])] or [1]
+    threads = threads or min(4, max(nodes))
+    actors = actors or max(1, sum(c // threads for c in nodes))
     return actors, threads
 
 
-def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, threads: int) -> Iterator[np.ndarray]:
-    """Embed ``chunks`` on ``actors`` Ray actors; yields results in chunk order."""
+def node_cpus() -> list[int]:
+    """The CPU count of every alive Ray node (call after :func:`ensure_ray`)."""
     import ray
-    from ray.util import ActorPool
+
+    return [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [1]
+
+
+def actor_options(device: str, threads: int, resources: dict) -> dict:
+    """Ray resources one embedding actor asks for: ``threads`` CPUs, plus one GPU when the
+    embedder runs on CUDA (``device: cuda``, or ``auto`` on a cluster that has GPUs)."""
+    gpu = device == "cuda" or (device == "auto" and resources.get("GPU", 0) >= 1)
+    return {"num_cpus": threads, **({"num_gpus": 1} if gpu else {})}
+
+
+def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, threads: int,
+                   device: str = "cpu", nodes: set[str] | None = None) -> Iterator[np.ndarray]:
+    """Embed ``chunks`` on ``actors`` Ray actors; yields results in chunk order.
+
+    Each actor loads the model once. A chunk whose actor dies (its node was lost) goes back to
+    the queue and is embedded by a surviving actor, so losing a worker node costs its chunks'
+    time, not the build; only when every actor is gone does the error surface. The ids of the
+    nodes whose actors returned chunks are added to ``nodes``.
+    """
+    import ray
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
     if not chunks:
         return
@@ -59,13 +101,39 @@ def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, 
             embedder.set_threads(threads)
             self.embedder = embedder
 
-        def embed(self, texts: list[str]) -> np.ndarray:
-            return self.embedder.embed(texts)
+        def embed(self, texts: list[str]) -> tuple[str, np.ndarray]:
+            return ray.get_runtime_context().get_node_id(), self.embedder.embed(texts)
 
-    n = min(actors, len(chunks))
-    workers = [EmbedActor.options(num_cpus=threads).remote(embedder, threads) for _ in range(n)]
+    options = actor_options(device, threads, ray.cluster_resources())
+    workers = [EmbedActor.options(**options).remote(embedder, threads) for _ in range(min(actors, len(chunks)))]
+    queue = list(range(len(chunks)))[::-1]  # popped from the end: chunk 0 first
+    running: dict = {}  # ref -> (chunk index, actor)
+    done: dict[int, np.ndarray] = {}
+    next_out = 0
     try:
-        yield from ActorPool(workers).map(lambda a, c: a.embed.remote(c), chunks)
+        idle = list(workers)
+        while next_out < len(chunks):
+            while idle and queue:
+                actor, i = idle.pop(), queue.pop()
+                running[actor.embed.remote(chunks[i])] = (i, actor)
+            if not running:
+                raise RuntimeError("every embedding actor died; the chunks left cannot be embedded")
+            ready, _ = ray.wait(list(running), num_returns=1)
+            i, actor = running.pop(ready[0])
+            try:
+                node, vectors = ray.get(ready[0])
+            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+                queue.append(i)  # embedded again by another actor; the dead one gets no more work
+                logging.getLogger("curation.ray").warning(
+                    "an embedding actor died (%s); its chunk %d goes to another actor", type(exc).__name__, i)
+                continue
+            idle.append(actor)
+            if nodes is not None:
+                nodes.add(node)
+            done[i] = vectors
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
     finally:
         for w in workers:
             ray.kill(w)

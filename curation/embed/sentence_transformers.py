@@ -61,6 +61,15 @@ def _load_model(path: str, device: str, max_seq_length: int | None):
     return model
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU here, else ``cpu``; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
     """sentence-transformers model, loaded once per process.
 
@@ -69,7 +78,8 @@ class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
         batch_size: texts per forward pass.
         normalize: L2-normalise the vectors (then cosine = dot product; use spherical k-means).
         max_seq_length: truncate inputs to this many tokens (None keeps the model's setting).
-        device: torch device, ``cpu`` by default.
+        device: ``auto`` (CUDA when this process sees a GPU, else CPU: resolved where the model
+            loads, e.g. inside a Ray actor on a GPU node), ``cpu`` or ``cuda``.
 
     >>> emb = SentenceTransformerEmbedder()                      # doctest: +SKIP
     >>> emb.embed(["hello world"]).shape                         # doctest: +SKIP
@@ -89,7 +99,7 @@ class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
         batch_size: int = 64,
         normalize: bool = True,
         max_seq_length: int | None = None,
-        device: str = "cpu",
+        device: str = "auto",
     ) -> None:
         self.model = model
         self.batch_size = batch_size
@@ -118,7 +128,7 @@ class SentenceTransformerEmbedder(Embedder, name="sentence-transformers"):
         torch.set_num_threads(max(1, int(n)))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        model = _load_model(self.path, self.device, self.max_seq_length)
+        model = _load_model(self.path, resolve_device(self.device), self.max_seq_length)
         X = model.encode(
             list(texts),
             batch_size=self.batch_size,

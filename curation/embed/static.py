@@ -363,6 +363,7 @@ class StaticEmbedder(Embedder, name="static-minilm"):
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> StaticEmbedder:
+        settings.pop("device", None)  # a table lookup: the CPU is the right place for it
         if argument:
             settings["pca_dims"] = int(argument)
         return cls(**{k: v for k, v in settings.items() if v is not None or k == "max_seq_length"})
