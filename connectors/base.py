@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 
 from curation.ingest import ROW_COL, UNIT_COL
@@ -86,8 +87,8 @@ class Connector(Registered, ABC):
             for table in self._read_unit(unit):
                 n = table.num_rows
                 if ROW_COL not in table.column_names:
-                    table = table.append_column(ROW_COL, pa.array(range(offset + 1, offset + n + 1), pa.int64()))
-                table = table.append_column(UNIT_COL, pa.array([where] * n, pa.string()))
+                    table = table.append_column(ROW_COL, pa.array(np.arange(offset + 1, offset + n + 1, dtype=np.int64)))
+                table = table.append_column(UNIT_COL, pa.repeat(pa.scalar(where, pa.string()), n))
                 offset += n
                 if limit is not None and seen + n > limit:
                     table = table.slice(0, limit - seen)

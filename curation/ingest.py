@@ -40,6 +40,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.exceptions import DataError
 
@@ -55,22 +56,6 @@ SKIPPED_SCHEMA = {"id": pl.String, "source": pl.String, "group": pl.String, "rea
 
 def _hash(s: str) -> str:
     return hashlib.sha256(s.encode("utf-8")).hexdigest()[:20]
-
-
-def _decode_text(col: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], list[str | None]]:
-    """Text values as str plus a skip reason per row (None = keep)."""
-    texts = _decode_utf8(col)
-    reasons: list[str | None] = []
-    for raw, t in zip(col.to_pylist(), texts):
-        if raw is None:
-            reasons.append("null_text")
-        elif t is None:
-            reasons.append("invalid_utf8")
-        elif not t.strip():
-            reasons.append("empty_text")
-        else:
-            reasons.append(None)
-    return [t if r is None else None for t, r in zip(texts, reasons)], reasons
 
 
 def _decode_utf8(col: pa.Array | pa.ChunkedArray) -> list[str | None]:
@@ -137,10 +122,28 @@ class SchemaGuard:
                     f"sources[{self.source.name}].cast: {{{name}: string}}")
 
 
+def _strings(col: pa.Array | pa.ChunkedArray, name: str) -> tuple[pl.Series, pl.Series | None]:
+    """A string-like column as a polars String series, and the mask of values that were bytes but
+    not UTF-8 (now null), or None when there were none. Clean data takes one vectorised cast;
+    only a batch holding a bad value is decoded value by value."""
+    if not _is_bytes(col.type):
+        return pl.Series(name, pl.from_arrow(col), dtype=pl.String), None
+    try:
+        return pl.Series(name, pl.from_arrow(pc.cast(col, pa.string())), dtype=pl.String), None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        values = _decode_utf8(col)
+        bad = [v is not None and d is None for v, d in zip(col.to_pylist(), values)]
+        return pl.Series(name, values, dtype=pl.String), pl.Series(bad, dtype=pl.Boolean)
+
+
 def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
                     guard: SchemaGuard | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Map one raw batch to (items, skipped rows). See the module docstring for the columns and
     the type rules; ``guard`` carries the source's column types from batch to batch.
+
+    Every step is a vectorised polars/Arrow operation (ingest runs at a few times the speed of a
+    plain Parquet read); only batches holding bytes that are not UTF-8, and content-hash ids,
+    go value by value.
 
     Raises:
         DataError: a column the recipe names is missing (the message lists the available ones),
@@ -148,9 +151,11 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
     """
     location, unit = None, "an unlocated batch"
     if UNIT_COL in table.column_names:
-        units, rows = table.column(UNIT_COL).to_pylist(), table.column(ROW_COL).to_pylist()
-        location = pl.Series(LOCATION, [f"{u}:{r}" for u, r in zip(units, rows)], dtype=pl.String)
-        unit = units[0] if units else unit
+        where = pl.from_arrow(table.select([UNIT_COL, ROW_COL]))
+        assert isinstance(where, pl.DataFrame)
+        location = where.select(pl.concat_str([pl.col(UNIT_COL), pl.lit(":"), pl.col(ROW_COL).cast(pl.String)])
+                                .alias(LOCATION)).to_series()
+        unit = where[UNIT_COL][0] if where.height else unit
         table = table.drop_columns([UNIT_COL, ROW_COL])
     cols = table.column_names
     declared = getattr(source, "cast", None) or {}
@@ -159,53 +164,58 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
     wanted += [("cast", c) for c in declared]
     for role, c in wanted:
         if c is not None and c not in cols:
-            where = {"group": f"groups: [{c}]", "feature": f"sources[{source.name}].features",
-                     "cast": f"sources[{source.name}].cast"}.get(role, f"sources[{source.name}].{role}")
+            where_ = {"group": f"groups: [{c}]", "feature": f"sources[{source.name}].features",
+                      "cast": f"sources[{source.name}].cast"}.get(role, f"sources[{source.name}].{role}")
             raise DataError(
-                f"{where} names column {c!r}, which source {source.name!r} does not have"
+                f"{where_} names column {c!r}, which source {source.name!r} does not have"
                 f"{'' if location is None else f' ({unit})'}. "
                 f"Available columns: {', '.join(cols)}."
             )
     if guard is not None:
         guard.check(table, unit)
     n = table.num_rows
-    skip: list[str | None] = [None] * n
+    # one skip reason per row (null: keep); the first reason found wins
+    skip = pl.Series("reason", [None] * n, dtype=pl.String)
 
-    def skip_where(bad: list[bool], reason: str) -> None:
-        for i, b in enumerate(bad):
-            if b and skip[i] is None:
-                skip[i] = reason
+    def skip_where(bad: pl.Series | None, reason: str) -> pl.Series:
+        if bad is None:
+            return skip
+        return pl.select(pl.when(skip.is_null() & bad).then(pl.lit(reason)).otherwise(skip)).to_series()
 
     # declared types first, then bytes -> str in every other string-like column
     columns: dict[str, pl.Series] = {}
     for c in cols:
-        if c == source.text and c not in declared:
-            continue
         col = table.column(c)
         if c in declared:
-            values = _decode_utf8(col) if _is_bytes(col.type) else None
-            raw = pl.Series(c, values, dtype=pl.String) if values is not None else pl.from_arrow(col)
-            if values is not None:
-                skip_where([v is not None and d is None for v, d in zip(col.to_pylist(), values)], "invalid_utf8")
+            if _is_bytes(col.type):
+                raw, bad = _strings(col, c)
+                skip = skip_where(bad, "invalid_utf8")
+            else:
+                raw = pl.Series(c, pl.from_arrow(col))
             cast = raw.cast(CAST[declared[c]], strict=False)
-            skip_where((raw.is_not_null() & cast.is_null()).to_list(), "cast_failed")
+            skip = skip_where(raw.is_not_null() & cast.is_null(), "cast_failed")
             columns[c] = cast.alias(c)
-        elif _is_bytes(col.type):
-            values = _decode_utf8(col)
-            skip_where([v is not None and d is None for v, d in zip(col.to_pylist(), values)], "invalid_utf8")
-            columns[c] = pl.Series(c, values, dtype=pl.String)
-    text_values: list[str | None] | None = None
+        elif c != source.text and _is_bytes(col.type):
+            columns[c], bad = _strings(col, c)
+            skip = skip_where(bad, "invalid_utf8")
+    text: pl.Series | None = None
     if source.text is not None:
-        text_col = columns[source.text].to_arrow() if source.text in columns else table.column(source.text)
-        if not _is_text(text_col.type):
+        text_type = columns[source.text].dtype if source.text in columns else table.column(source.text).type
+        if source.text not in columns and not _is_text(text_type):
             raise DataError(
-                f"sources[{source.name}].text names column {source.text!r}, which holds {text_col.type} values, "
+                f"sources[{source.name}].text names column {source.text!r}, which holds {text_type} values, "
                 f"not text{'' if location is None else f' ({unit})'}; point text at a string column, or declare "
                 f"sources[{source.name}].cast: {{{source.text}: string}}")
-        text_values, text_skip = _decode_text(text_col)
-        for i, r in enumerate(text_skip):
-            skip[i] = skip[i] or r
-        columns[source.text] = pl.Series(source.text, text_values, dtype=pl.String)
+        if source.text in columns:
+            text, bad = columns[source.text], None
+        else:
+            text, bad = _strings(table.column(source.text), source.text)
+        was_null = text.is_null() if bad is None else (text.is_null() & ~bad)
+        skip = skip_where(was_null, "null_text")
+        skip = skip_where(bad, "invalid_utf8")
+        skip = skip_where(text.str.strip_chars().str.len_bytes() == 0, "empty_text")
+        text = pl.select(pl.when(skip.is_null()).then(text)).to_series().alias(source.text)
+        columns[source.text] = text
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
     if columns:
@@ -219,8 +229,8 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
     else:
         group = pl.lit("*")
     extra = [group.alias("group"), pl.lit(source.name).alias("source")]
-    if source.text is not None:
-        extra.append(pl.Series("__text", text_values, dtype=pl.String))
+    if text is not None:
+        extra.append(text.alias("__text"))
     if source.label is not None:
         extra.append(pl.col(renames.get(source.label, source.label)).alias("__label"))
     if location is not None:
@@ -229,22 +239,20 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
 
     if source.id is not None:
         df = df.with_columns(pl.col(source.id).cast(pl.String).alias("id"))
+        skip = skip_where(df["id"].is_null(), "null_id")
     else:
-        if source.text is not None:
-            ids = [_hash(t) if t is not None else None for t in text_values or []]
+        if text is not None:
+            ids = [_hash(t) if t is not None else None for t in text.to_list()]
         else:
             feats = df.select(source.features).rows()
             ids = [_hash(json.dumps(r, default=str)) for r in feats]
         df = df.with_columns(pl.Series("id", ids, dtype=pl.String))
-    if source.id is not None and df["id"].null_count():
-        skip = [s or ("null_id" if v is None else None) for s, v in zip(skip, df["id"].to_list())]
 
-    keep = pl.Series([s is None for s in skip])
+    keep = skip.is_null()
     group_cols = [renames.get(g, g) for g in groups]
     skipped = df.filter(~keep).select("id", "source", "group", *group_cols,
                                       *([LOCATION] if location is not None else [])).with_columns(
-        pl.Series("reason", [s for s in skip if s is not None], dtype=pl.String)
-    )
+        skip.filter(~keep).alias("reason"))
     return df.filter(keep), skipped
 
 
@@ -273,6 +281,8 @@ def combine(batches: Iterable[tuple[pl.DataFrame, pl.DataFrame]], *, hashed_ids:
 
 def check_unique_ids(items: pl.DataFrame) -> None:
     """Ids must be unique within a source; the error names a few duplicates and their source."""
+    if not items.height or not items["id"].is_duplicated().any():  # the common case, vectorised
+        return
     dup = items.group_by("id").agg(pl.len().alias("n"), pl.col("source").unique().sort().alias("sources")).filter(
         pl.col("n") > 1
     ).sort("id")
