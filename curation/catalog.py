@@ -7,7 +7,8 @@
   and the inputs (``curate diff``);
 * :func:`explain_item`: one item's story in a version: source and location, groups, cluster
   (size, selection rate, sample texts), scores and value, the rule that decided it and how its
-  group fared (``curate explain``).
+  group fared (``curate explain``);
+* :func:`verify_dataset`: every file against its manifest, sha256 included (``curate verify``).
 
 Every read goes through :func:`curation.publish.resolve_version`, which refuses a version whose
 files do not match its manifest. Only ``status`` and ``reason_code`` carry meaning; ``reason``
@@ -22,7 +23,7 @@ from typing import Any
 import polars as pl
 
 from curation.exceptions import CurationError
-from curation.publish import latest_version, list_versions, read_manifest, resolve_version
+from curation.publish import check_version, latest_version, list_versions, read_manifest, resolve_version
 from curation.report_schema import POOL_STATUSES, REFERENCE_CODES, SELECTED, SKIPPED_PREFIX
 
 SAMPLE_TEXTS = 3  # sample texts shown per cluster
@@ -57,6 +58,31 @@ def versions_table(dataset_dir: str | Path) -> list[dict[str, Any]]:
             "parent": m.get("parent"),
         })
     return rows
+
+
+def verify_dataset(dataset_dir: str | Path, version: str | None = None) -> tuple[list[str], list[str]]:
+    """(versions checked, problems): every file of ``version`` (default: every version) against
+    its manifest, sha256 included (:func:`curation.publish.check_version` with ``full``), and
+    LATEST naming a complete version; one line per problem, naming the file.
+
+    Raises:
+        CurationError: the directory holds no version.
+    """
+    d = Path(dataset_dir)
+    names = [version] if version else list_versions(d)
+    if not names:
+        raise CurationError(f"{str(d)!r} holds no published version (expected {d}/v0001/manifest.json)")
+    problems = []
+    try:
+        latest_version(d)
+    except CurationError as exc:
+        problems.append(str(exc))
+    for name in names:
+        if not (d / name).is_dir():
+            problems.append(f"{d / name}: no such version")
+            continue
+        problems += check_version(d / name, full=True)
+    return names, problems
 
 
 # -------------------------------------------------------------------------------------------- diff

@@ -294,28 +294,14 @@ def _explain(dataset_dir: DatasetDir,
 def _verify(dataset_dir: DatasetDir,
             version: Annotated[str | None, typer.Option("--version", help="vNNNN (default: every version)")] = None,
             ) -> int:
-    from curation.exceptions import CurationError
-    from curation.publish import check_version, latest_version, list_versions
+    from curation.catalog import verify_dataset
 
-    d = Path(dataset_dir)
-    names = [version] if version else list_versions(d)
-    if not names:
-        raise CurationError(f"{str(d)!r} holds no published version (expected {d}/v0001/manifest.json)")
-    problems = []
-    try:
-        latest_version(d)
-    except CurationError as exc:
-        problems.append(str(exc))
-    for name in names:
-        if not (d / name).is_dir():
-            problems.append(f"{d / name}: no such version")
-            continue
-        problems += check_version(d / name, full=True)
+    names, problems = verify_dataset(dataset_dir, version)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
         return 1
-    print(f"ok: {len(names)} version(s) of {d} match their manifests ({', '.join(names)})")
+    print(f"ok: {len(names)} version(s) of {dataset_dir} match their manifests ({', '.join(names)})")
     return 0
 
 
