@@ -222,9 +222,10 @@ def text_embedder(recipe: Recipe) -> Embedder:
     """The recipe's text embedder. ``embed.device`` is passed on only when forced (``cpu`` or
     ``cuda``): ``auto`` is each embedder's own default (a transformer resolves it where it loads)."""
     cfg = recipe.embed
-    device = {} if cfg.device == "auto" else {"device": cfg.device}
-    return make_text_embedder(cfg.model, batch_size=cfg.batch_size, normalize=cfg.normalize,
-                              max_seq_length=cfg.max_seq_length, **device)
+    given = {"device": cfg.device} if cfg.device != "auto" else {}
+    if cfg.batch_size is not None:  # else each embedder's own default (a table lookup wants large batches)
+        given["batch_size"] = cfg.batch_size
+    return make_text_embedder(cfg.model, normalize=cfg.normalize, max_seq_length=cfg.max_seq_length, **given)
 
 
 def _transient(exc: BaseException) -> bool:

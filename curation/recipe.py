@@ -163,7 +163,8 @@ class EmbedConfig(_Strict):
         "the embedder: the packaged MiniLM (all-MiniLM-L6-v2), a local sentence-transformers directory, "
         "static-minilm[:<dims>] (distilled from MiniLM on first use, 100x+ faster), hashing[:<dim>] (no model), "
         "or <family>:<argument> of an embedder plugin (entry points curation.embedders)"))
-    batch_size: int = Field(default=64, gt=0, description="texts per forward pass")
+    batch_size: int | None = Field(default=None, gt=0, description="texts per forward pass (default: the "
+                                   "embedder's own: 64 for a transformer, 1024 for static-minilm)")
     normalize: bool = Field(default=True, description="unit-length vectors (then clustering is spherical)")
     max_seq_length: int | None = Field(default=None, gt=0, description="truncate inputs to this many tokens "
                                        "(default: the model's)")
