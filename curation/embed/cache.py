@@ -1,29 +1,99 @@
 """On-disk embedding cache keyed by (content hash, embedder id).
 
-Layout: ``<root>/<sha of embedder id>/part-<sha of keys>.parquet`` with columns ``key``
-(sha256 of the text) and ``vector`` (fixed-size list of float32), plus ``embedder.txt``
-holding the full id. Parts are written to a temporary name and renamed, so a crash never
-leaves a half-written part (the temporary files of a killed build are removed by the next);
-concurrent writers of the same keys write identical files.
+Layout of ``<root>/<sha256(embedder id)[:24]>/``:
+
+* ``part-<name>.npy``: one part per :meth:`EmbeddingCache.put`, a NumPy ``.npy`` file holding a
+  structured array with fields ``key`` (the UTF-8 key, fixed-width bytes) and ``vector``
+  (float32, ``dim`` wide). Parts are immutable: written under a temporary name, flushed to disk
+  and renamed into place; they are never rewritten.
+* ``index.sqlite3`` (plus SQLite's ``-wal``/``-shm`` files): the index, table
+  ``vectors(key PRIMARY KEY, part, row) WITHOUT ROWID`` and table
+  ``parts(id, name, rows, dim, key_bytes, offset)`` (each part's layout).
+* ``embedder.txt``: the full embedder id.
+
+A lookup of n keys asks the index in sorted batches (O(n log N) for a cache of N keys), then
+opens only the parts holding hits and reads just those rows, each straight into its place in the
+result matrix (checking each row's stored key), so its cost and memory follow the query, not the
+cache's size.
+
+A writer writes its part first and then adds the part's keys to the index in one transaction;
+SQLite serialises concurrent writers (WAL mode, busy timeout). An index row whose part file is
+missing is treated as not found. Because every part carries its own keys, the index is derived
+data: opening a cache indexes any part the index does not know (the finished part of a writer
+killed before its commit), drops index rows of parts that were deleted, converts the Parquet
+parts of the previous format (``part-*.parquet``, columns ``key`` and ``vector``) into parts, and
+removes the temporary files of dead writers. See docs/embedders.md#the-embedding-cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
-from collections.abc import Sequence
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from curation.exceptions import DataError
+from curation.progress import progress
 from curation.stages import remove_stale_tmp, tmp_name
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.sqlite3"
+FORMAT = 1  # PRAGMA user_version of the index
+BATCH = 2000  # keys per `IN (...)` lookup (well below SQLite's 32766 parameters)
+BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction
+# Checkpoint the WAL into the index every ~40 MB rather than SQLite's 4 MB: a put of 1024 random
+# keys dirties about as many pages, so the default would checkpoint after every put.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+
+_inherited: list[sqlite3.Connection] = []  # connections a forked child got from its parent: never used or closed
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS parts (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    rows INTEGER NOT NULL,
+    dim  INTEGER NOT NULL,
+    key_bytes INTEGER NOT NULL,  -- width of the key field
+    offset    INTEGER NOT NULL   -- where the rows start (after the .npy header)
+);
+CREATE TABLE IF NOT EXISTS vectors (
+    key  TEXT PRIMARY KEY,
+    part INTEGER NOT NULL,
+    row  INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
 
 
 def content_key(text: str) -> str:
     """sha256 of the UTF-8 text (the cache key; independent of ids and sources)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _part_dtype(key_bytes: int, dim: int) -> np.dtype:
+    return np.dtype([("key", f"S{key_bytes}"), ("vector", "<f4", (dim,))])
+
+
+class _Part(NamedTuple):
+    """A part as the index describes it: enough to map its rows without parsing the header."""
+
+    name: str
+    rows: int
+    dim: int
+    key_bytes: int
+    offset: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _part_dtype(self.key_bytes, self.dim)
 
 
 class EmbeddingCache:
@@ -32,58 +102,338 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike, embedder_id: str) -> None:
         self.embedder_id = embedder_id
         self.dir = Path(root) / hashlib.sha256(embedder_id.encode()).hexdigest()[:24]
+        self.index_path = self.dir / INDEX
+        self._con: sqlite3.Connection | None = None
+        self._con_pid = 0
+        self._lock = threading.Lock()
         remove_stale_tmp(self.dir)  # parts a killed build was writing
+        if self.dir.is_dir():
+            self._reconcile()
 
+    # ------------------------------------------------------------------------------------ lookup
     def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         """Look up ``keys``; returns (found mask (n,), vectors (n_found, d) in key order).
 
-        Repeated keys are all found (the same text appearing twice in a pool).
+        Repeated keys are all found (the same text appearing twice in a pool). The vectors are
+        the stored float32 values, bit for bit; ``None`` when nothing is found.
         """
         keys = np.asarray(keys, dtype=object)
-        found = np.zeros(len(keys), dtype=bool)
-        parts = sorted(self.dir.glob("part-*.parquet")) if self.dir.is_dir() else []
-        if not parts or not len(keys):
+        n = len(keys)
+        found = np.zeros(n, dtype=bool)
+        if not n or not self.index_path.exists():
             return found, None
-        uniq, inverse = np.unique(keys.astype(str), return_inverse=True)
-        pos = {k: i for i, k in enumerate(uniq)}
-        vectors: np.ndarray | None = None
-        have = np.zeros(len(uniq), dtype=bool)
-        for part in parts:
-            table = pq.read_table(part)
-            rows = [(j, pos[k]) for j, k in enumerate(table.column("key").to_pylist()) if k in pos]
-            if not rows:
-                continue
-            vec = table.column("vector").combine_chunks()
-            flat = vec.values.to_numpy(zero_copy_only=False).reshape(-1, vec.type.list_size)
-            if vectors is None:
-                vectors = np.zeros((len(uniq), flat.shape[1]), dtype=np.float32)
-            src, dst = np.array(rows).T
-            vectors[dst] = flat[src]
-            have[dst] = True
-        if vectors is None:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        with self._connection() as con, self._read(con):  # one snapshot for the key and the part lookups
+            u_part, u_row = self._lookup(con, uniq)
+            q_part = u_part[inverse]
+            hit = np.flatnonzero(q_part >= 0)
+            parts = self._parts(con, np.unique(q_part[hit])) if len(hit) else {}
+        if not len(hit):
             return found, None
-        found = have[inverse]
-        return found, np.ascontiguousarray(vectors[inverse[found]])
+        dims = {p.dim for p in parts.values()}
+        if len(dims) != 1:
+            raise DataError(f"embedding cache {self.dir} mixes vector sizes {sorted(dims)}; remove it")
+        dim = dims.pop()
+        # Row j of `out` is the vector of query position hit[j]. Read in (part, row) order, each
+        # row straight into its place in `out`, its stored key into `stored` for the check below.
+        want = [k.encode() for k in keys[hit]]
+        width = max(max(p.key_bytes for p in parts.values()), *map(len, want))
+        out = np.empty((len(hit), dim), dtype=np.float32)
+        stored = np.zeros((len(hit), width), dtype=np.uint8)
+        read = self._read_rows(parts, q_part[hit], u_row[inverse[hit]], out, stored)
+        want_arr = np.array(want, dtype=f"S{width}").view(np.uint8).reshape(len(hit), width)
+        ok = read & (stored == want_arr).all(axis=1)  # each row holds the key the index claims
+        if not ok.any():
+            return found, None
+        found[hit[ok]] = True
+        if not ok.all():  # rare: a part vanished or disagreed with the index
+            out = out[ok]
+        return found, out
 
+    def _lookup(self, con: sqlite3.Connection, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(part id or -1, row) for each of the sorted unique ``uniq`` keys."""
+        u_part = np.full(len(uniq), -1, dtype=np.int64)
+        u_row = np.zeros(len(uniq), dtype=np.int64)
+        for start in range(0, len(uniq), BATCH):
+            batch = uniq[start : start + BATCH].tolist()
+            pos = {k: start + j for j, k in enumerate(batch)}
+            sql = f"SELECT key, part, row FROM vectors WHERE key IN ({','.join('?' * len(batch))})"
+            for key, part, row in con.execute(sql, batch):
+                u_part[pos[key]] = part
+                u_row[pos[key]] = row
+        return u_part, u_row
+
+    @staticmethod
+    def _parts(con: sqlite3.Connection, ids: np.ndarray) -> dict[int, _Part]:
+        out: dict[int, _Part] = {}
+        ids_l = [int(i) for i in ids]
+        for start in range(0, len(ids_l), BATCH):
+            batch = ids_l[start : start + BATCH]
+            sql = (f"SELECT id, name, rows, dim, key_bytes, offset FROM parts "
+                   f"WHERE id IN ({','.join('?' * len(batch))})")
+            out.update((r[0], _Part(*r[1:])) for r in con.execute(sql, batch))
+        return out
+
+    def _read_rows(self, parts: dict[int, _Part], part_of: np.ndarray, row_of: np.ndarray, out: np.ndarray,
+                   stored: np.ndarray) -> np.ndarray:
+        """Read row ``row_of[j]`` of part ``part_of[j]`` into ``out[j]`` (vector) and ``stored[j]`` (key).
+
+        Returns which rows were read; a part whose file is missing or has the wrong size yields
+        none. The index records each part's layout, so there is no header to parse: one
+        ``preadv`` per row, in (part, row) order, scatters the key and the vector into place.
+        """
+        read = np.zeros(len(out), dtype=bool)
+        vec_mv = memoryview(out.reshape(-1).view(np.uint8))
+        key_mv = memoryview(stored.reshape(-1).view(np.uint8))
+        vec_w, key_w = out.shape[1] * 4, stored.shape[1]
+        current, fd, part = None, -1, None
+        part_l, row_l = part_of.tolist(), row_of.tolist()
+        try:
+            for j in np.lexsort((row_of, part_of)).tolist():
+                pid = part_l[j]
+                if pid != current:
+                    if fd >= 0:
+                        os.close(fd)
+                    current, fd, part = pid, self._open_part(parts[pid]), parts[pid]
+                if fd < 0:
+                    continue
+                row_w = part.key_bytes + vec_w
+                iov = [key_mv[j * key_w : j * key_w + part.key_bytes], vec_mv[j * vec_w : (j + 1) * vec_w]]
+                read[j] = os.preadv(fd, iov, part.offset + row_l[j] * row_w) == row_w
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return read
+
+    def _open_part(self, part: _Part) -> int:
+        """A read-only descriptor of the part's file, or -1 when it is missing or of the wrong size."""
+        try:
+            fd = os.open(os.path.join(self.dir, part.name), os.O_RDONLY)
+        except FileNotFoundError:
+            return -1
+        size = os.fstat(fd).st_size
+        if size != part.offset + part.rows * part.dtype.itemsize:
+            os.close(fd)
+            log.warning("embedding cache: part %s has %d bytes, not what the index says; its keys count as "
+                        "not found", part.name, size)
+            return -1
+        return fd
+
+    # ------------------------------------------------------------------------------------- write
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store ``vectors`` (row-aligned with ``keys``) as one new part."""
+        """Store ``vectors`` (row-aligned with ``keys``) as one new part.
+
+        Keys already in the cache (and repeats within ``keys``) are skipped; the first stored
+        vector of a key stays.
+        """
         if not len(keys):
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(keys):
+            raise ValueError(f"put: {len(keys)} keys but vectors of shape {vectors.shape}")
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        flat = pa.array(vectors.reshape(-1))
-        table = pa.table({
-            "key": pa.array(list(keys), pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        })
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:24]
-        final = self.dir / f"part-{digest}.parquet"
-        tmp = self.dir / f"{tmp_name()}.parquet"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, final)
+        if not (self.dir / "embedder.txt").exists():
+            (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
+        uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+        with self._connection() as con:
+            known = con.execute("SELECT dim FROM parts LIMIT 1").fetchone()
+            if known is not None and known[0] != vectors.shape[1]:
+                raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
+                                f"{vectors.shape[1]}-d ones under the same embedder id")
+            u_part, _ = self._lookup(con, uniq)
+            for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
+                if not (self.dir / part.name).exists():
+                    u_part[u_part == pid] = -1  # stale index rows: store these keys again
+            new = u_part < 0
+            if not new.any():
+                return
+            part_keys = uniq[new].tolist()  # sorted: rows of the part in key order
+            part = self._write_part(part_keys, vectors[first[new]])
+            self._index_part(con, part, part_keys, replace=True)
+
+    def _write_part(self, keys: list[str], vectors: np.ndarray, name: str | None = None) -> _Part:
+        """Write one part atomically (temporary file, fsync, rename)."""
+        encoded = [k.encode() for k in keys]
+        key_bytes = max(1, *map(len, encoded))
+        arr = np.empty(len(keys), dtype=_part_dtype(key_bytes, vectors.shape[1]))
+        arr["key"] = encoded
+        arr["vector"] = vectors
+        name = name or f"part-{uuid.uuid4().hex}.npy"
+        tmp = self.dir / f"{tmp_name()}.npy"
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+            f.flush()
+            offset = f.tell() - arr.nbytes
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / name)
+        return _Part(name, len(keys), vectors.shape[1], key_bytes, offset)
+
+    def _index_part(self, con: sqlite3.Connection, part: _Part, keys: list[str], *, replace: bool) -> None:
+        """Add a written part and its keys to the index in one transaction.
+
+        ``replace`` points existing keys at this part (put: the caller checked they are stale);
+        otherwise existing keys keep their part (adopting or migrating a part).
+        """
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._write(con):
+            con.execute("INSERT OR IGNORE INTO parts (name, rows, dim, key_bytes, offset) VALUES (?, ?, ?, ?, ?)",
+                        part)
+            (pid,) = con.execute("SELECT id FROM parts WHERE name = ?", (part.name,)).fetchone()
+            con.executemany(f"{verb} INTO vectors (key, part, row) VALUES (?, ?, ?)",
+                            ((k, pid, i) for i, k in enumerate(keys)))
 
     def __len__(self) -> int:
-        if not self.dir.is_dir():
+        """The number of keys in the index."""
+        if not self.index_path.exists():
             return 0
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self.dir.glob("part-*.parquet"))
+        with self._connection() as con:
+            return int(con.execute("SELECT count(*) FROM vectors").fetchone()[0])
+
+    # --------------------------------------------------------------------------- index upkeep
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """This object's connection to the index, opened on first use, one user at a time.
+
+        One connection per object and process keeps SQLite's page cache warm across calls and
+        spares a checkpoint at every close. A child process forked from the owner opens its own
+        (SQLite connections must not cross a fork) and leaves the inherited one alone.
+        """
+        with self._lock:
+            if self._con is None or self._con_pid != os.getpid():
+                if self._con is not None:
+                    _inherited.append(self._con)
+                self._con, self._con_pid = self._connect(), os.getpid()
+            yield self._con
+
+    def close(self) -> None:
+        """Close the index connection (it is reopened on the next call)."""
+        with self._lock:
+            if self._con is not None and self._con_pid == os.getpid():
+                self._con.close()
+            self._con = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_con"], state["_con_pid"], state["_lock"] = None, 0, None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.index_path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                              check_same_thread=False)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed transaction
+            con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            con.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
+            version = con.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                with self._write(con):
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        con.execute(stmt)
+                    con.execute(f"PRAGMA user_version={FORMAT}")
+            elif version > FORMAT:
+                raise DataError(f"embedding cache index {self.index_path} has format {version}, newer than "
+                                f"this code's ({FORMAT}); upgrade curation or use another cache_dir")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @staticmethod
+    @contextmanager
+    def _write(con: sqlite3.Connection) -> Iterator[None]:
+        con.execute("BEGIN IMMEDIATE")  # take the write lock now (waits up to the busy timeout)
+        try:
+            yield
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    @staticmethod
+    @contextmanager
+    def _read(con: sqlite3.Connection) -> Iterator[None]:
+        con.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if con.in_transaction:  # never leave a read transaction open: it would hold back checkpoints
+                con.execute("COMMIT")
+
+    def _reconcile(self) -> None:
+        """Bring the index in line with the part files (run on open; cheap when nothing changed)."""
+        with os.scandir(self.dir) as it:
+            names = [e.name for e in it if e.name.startswith("part-")]
+        npy = {n for n in names if n.endswith(".npy")}
+        legacy = sorted(n for n in names if n.endswith(".parquet"))
+        if not npy and not legacy and not self.index_path.exists():
+            return
+        with self._connection() as con:
+            indexed = dict(con.execute("SELECT name, id FROM parts").fetchall())
+            gone = [pid for name, pid in indexed.items() if name not in npy and not (self.dir / name).exists()]
+            if gone:
+                self._forget_parts(con, gone)
+            for name in sorted(npy - indexed.keys()):
+                self._adopt(con, name)
+            if legacy:
+                with progress(len(legacy), "indexing the embedding cache's Parquet parts", unit="parts") as bar:
+                    for name in legacy:
+                        self._migrate(con, name)
+                        bar(1)
+
+    def _forget_parts(self, con: sqlite3.Connection, ids: list[int]) -> None:
+        """Drop the index rows of parts whose files were deleted (a full index scan; rare)."""
+        with self._write(con):
+            rows = con.execute(f"SELECT id, name FROM parts WHERE id IN ({','.join('?' * len(ids))})", ids)
+            gone = [pid for pid, name in rows.fetchall() if not (self.dir / name).exists()]
+            if gone:
+                marks = ",".join("?" * len(gone))
+                con.execute(f"DELETE FROM vectors WHERE part IN ({marks})", gone)
+                con.execute(f"DELETE FROM parts WHERE id IN ({marks})", gone)
+                log.warning("embedding cache %s: %d part file(s) were deleted; their keys will be embedded again",
+                            self.dir, len(gone))
+
+    def _adopt(self, con: sqlite3.Connection, name: str) -> None:
+        """Index a complete part the index does not know (its writer died before committing)."""
+        try:
+            arr = np.load(self.dir / name, mmap_mode="r")
+            if arr.dtype.names != ("key", "vector") or arr.ndim != 1:
+                raise ValueError(f"unexpected layout {arr.dtype} {arr.shape}")
+            keys = [k.decode() for k in arr["key"].tolist()]
+            part = _Part(name, len(arr), arr.dtype["vector"].shape[0], arr.dtype["key"].itemsize, arr.offset)
+            del arr
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+            log.warning("embedding cache: skipping unreadable part %s (%s)", name, e)
+            return
+        self._index_part(con, part, keys, replace=False)
+
+    def _migrate(self, con: sqlite3.Connection, name: str) -> None:
+        """Convert one Parquet part of the previous format into a part, index it, remove it."""
+        import pyarrow.parquet as pq
+
+        src = self.dir / name
+        target = src.with_suffix(".npy").name  # deterministic: a rerun after a crash finds it
+        if not (self.dir / target).exists():
+            try:
+                table = pq.read_table(src, columns=["key", "vector"])
+            except FileNotFoundError:
+                return  # another process migrated it meanwhile
+            except Exception as e:  # noqa: BLE001 - keep the file, say why, go on
+                log.warning("embedding cache: cannot read old part %s (%s); left in place", name, e)
+                return
+            vec = table.column("vector").combine_chunks()
+            flat = vec.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            vectors = flat.reshape(-1, vec.type.list_size)
+            keys = table.column("key").to_pylist()
+            uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+            self._write_part(uniq.tolist(), vectors[first], name=target)
+        self._adopt(con, target)
+        src.unlink(missing_ok=True)

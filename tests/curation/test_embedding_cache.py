@@ -1,0 +1,365 @@
+"""The embedding cache: part files plus a SQLite index (curation/embed/cache.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.embed import EmbeddingCache, HashingEmbedder, content_key
+from curation.pipeline import embed_texts, serial_map
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def keys_of(n: int, start: int = 0) -> list[str]:
+    return [content_key(f"text {i}") for i in range(start, start + n)]
+
+
+def vectors_of(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def bits(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+
+
+def part_files(cache: EmbeddingCache) -> list[Path]:
+    return sorted(cache.dir.glob("part-*.npy"))
+
+
+def run_py(code: str, *args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_round_trip_is_bit_identical_in_key_order_with_duplicates_and_unknown_keys(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    keys = keys_of(50) + ["ünïcode key ✓", "short"]
+    vecs = vectors_of(len(keys), dim=384)
+    # values whose bits a lossy path would change: -0.0, a NaN payload, inf, subnormals
+    vecs[0, :4] = [-0.0, np.inf, -np.inf, 1e-45]
+    vecs[1, 0] = np.frombuffer(np.uint32(0x7FC00123).tobytes(), np.float32)[0]
+    cache.put(keys[:30], vecs[:30])
+    cache.put(keys[30:], vecs[30:])
+    query = [keys[40], "unknown", keys[0], keys[40], keys[51], keys[1], content_key("never stored"), keys[50]]
+    found, got = cache.get(query)
+    assert found.tolist() == [True, False, True, True, True, True, False, True]
+    expected = vecs[[40, 0, 40, 51, 1, 50]]
+    assert got.dtype == np.float32 and got.shape == (6, 384) and got.flags.c_contiguous
+    np.testing.assert_array_equal(bits(got), bits(expected))
+    assert len(cache) == len(keys)
+
+
+def test_nothing_found_returns_none_and_empty_query_works(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    found, got = cache.get(["a", "b"])  # no directory yet
+    assert not found.any() and got is None and len(cache) == 0
+    assert not cache.dir.exists()  # a lookup creates nothing
+    cache.put(["a"], vectors_of(1))
+    found, got = cache.get(["b", "c"])
+    assert found.tolist() == [False, False] and got is None
+    found, got = cache.get([])
+    assert found.shape == (0,) and got is None
+
+
+def test_put_skips_known_keys_and_keeps_the_first_vector(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    first, second = vectors_of(2, seed=1), vectors_of(3, seed=2)
+    cache.put(["a", "b"], first)
+    cache.put(["a", "c", "c"], second)  # "a" known, "c" repeated within the call
+    found, got = cache.get(["a", "b", "c"])
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(np.stack([first[0], first[1], second[1]])))
+    assert len(cache) == 3
+    cache.put(["a", "b"], second[:2])  # nothing new: no part written
+    assert len(part_files(cache)) == 2
+
+
+def test_vectors_of_another_size_are_refused(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(["a"], vectors_of(1, dim=8))
+    with pytest.raises(ValueError, match="8-d"):
+        cache.put(["b"], vectors_of(1, dim=16))
+    with pytest.raises(ValueError, match="2 keys"):
+        cache.put(["b", "c"], vectors_of(3))
+
+
+def test_layout_is_npy_parts_plus_sqlite_index_plus_embedder_txt(tmp_path):
+    cache = EmbeddingCache(tmp_path, "my-embedder")
+    cache.put(keys_of(10), vectors_of(10))
+    assert cache.dir == tmp_path / hashlib.sha256(b"my-embedder").hexdigest()[:24]
+    assert (cache.dir / "embedder.txt").read_text() == "my-embedder\n"
+    (part,) = part_files(cache)
+    rows = np.load(part)  # an ordinary .npy: keys and vectors
+    assert rows.dtype.names == ("key", "vector") and len(rows) == 10
+    with sqlite3.connect(cache.index_path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("SELECT count(*) FROM vectors").fetchone()[0] == 10
+
+
+def test_resume_put_per_chunk_then_a_new_cache_object_sees_every_chunk(tmp_path):
+    keys, vecs = keys_of(100), vectors_of(100)
+    writer = EmbeddingCache(tmp_path, "emb")
+    for s in range(0, 100, 16):
+        writer.put(keys[s : s + 16], vecs[s : s + 16])
+    found, got = EmbeddingCache(tmp_path, "emb").get(keys)
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(vecs))
+
+
+def test_interrupted_embedding_resumes_from_the_chunks_already_stored(tmp_path):
+    emb = HashingEmbedder(dim=16)
+    texts = [f"text {i} " * (i % 5 + 1) for i in range(20)]
+
+    def dies_after_two_chunks(chunks):
+        for i, chunk in enumerate(chunks):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield emb.embed(chunk)
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_texts(texts, emb, cache=EmbeddingCache(tmp_path, emb.id), map_chunks=dies_after_two_chunks,
+                    chunk_size=4)
+    X, counts = embed_texts(texts, emb, cache=EmbeddingCache(tmp_path, emb.id), map_chunks=serial_map(emb),
+                            chunk_size=4)
+    assert counts == {"texts": 20, "cached": 8, "embedded": 12}
+    np.testing.assert_array_equal(X, emb.embed(texts))
+
+
+def test_index_row_whose_part_file_was_deleted_is_not_found_and_is_forgotten_on_open(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    keys, vecs = keys_of(20), vectors_of(20)
+    cache.put(keys[:10], vecs[:10])
+    (first,) = part_files(cache)
+    cache.put(keys[10:], vecs[10:])
+    first.unlink()
+    found, got = cache.get(keys)  # the same object: its index still names the deleted part
+    assert found.tolist() == [False] * 10 + [True] * 10
+    np.testing.assert_array_equal(bits(got), bits(vecs[10:]))
+    reopened = EmbeddingCache(tmp_path, "emb")
+    assert len(reopened) == 10  # the deleted part's keys left the index
+    reopened.put(keys[:10], vecs[:10])  # and can be stored again
+    found, got = reopened.get(keys)
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(vecs))
+
+
+def test_part_whose_rows_do_not_hold_the_indexed_keys_is_not_trusted(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    keys, vecs = keys_of(10), vectors_of(10)
+    cache.put(keys[:5], vecs[:5])
+    cache.put(keys[5:], vecs[5:])
+    part = next(p for p in part_files(cache) if keys[0].encode() in p.read_bytes())
+    data = bytearray(part.read_bytes())
+    data[-5 * (64 + 32):] = bytes(5 * (64 + 32))  # same size, rows zeroed (e.g. lost in a power cut)
+    part.write_bytes(bytes(data))
+    found, got = cache.get(keys)
+    assert found.tolist() == [False] * 5 + [True] * 5
+    np.testing.assert_array_equal(bits(got), bits(vecs[5:]))
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from curation.embed import cache as cache_mod
+
+root, mode = sys.argv[1], sys.argv[2]
+cache = cache_mod.EmbeddingCache(root, "emb")
+keys = [f"killed-{i}" for i in range(50)]
+vectors = np.arange(50 * 8, dtype=np.float32).reshape(50, 8)
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if mode == "after-part":  # the part is in place, its keys never reach the index
+    cache_mod.EmbeddingCache._index_part = die
+else:  # the temporary file is written, never renamed
+    os.replace = die
+cache.put(keys, vectors)
+"""
+
+
+def test_writer_killed_after_its_temp_file_leaves_a_working_cache_and_the_temp_is_removed(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(["kept"], vectors_of(1))
+    proc = run_py(KILLED_WRITER, str(tmp_path), "after-temp")
+    assert proc.wait(60) == -9, proc.stderr.read()
+    temps = list(cache.dir.glob(".tmp-*"))
+    assert len(temps) == 1 and temps[0].stat().st_size > 50 * 8 * 4  # the dead writer's complete temp file
+    found, got = cache.get(["kept", "killed-0"])
+    assert found.tolist() == [True, False]
+    reopened = EmbeddingCache(tmp_path, "emb")
+    assert not list(cache.dir.glob(".tmp-*"))  # removed by the next open
+    assert len(reopened) == 1 and len(part_files(reopened)) == 1
+
+
+def test_writer_killed_between_part_and_index_leaves_a_working_cache_whose_next_open_adopts_the_part(tmp_path):
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(["kept"], vectors_of(1))
+    proc = run_py(KILLED_WRITER, str(tmp_path), "after-part")
+    assert proc.wait(60) == -9, proc.stderr.read()
+    assert len(part_files(cache)) == 2 and len(cache) == 1  # a part the index does not name
+    found, _ = cache.get(["kept", "killed-0"])
+    assert found.tolist() == [True, False]
+    reopened = EmbeddingCache(tmp_path, "emb")  # the complete part is indexed, not wasted
+    found, got = reopened.get([f"killed-{i}" for i in range(50)])
+    assert found.all() and len(reopened) == 51
+    np.testing.assert_array_equal(got, np.arange(50 * 8, dtype=np.float32).reshape(50, 8))
+
+
+CONCURRENT_WRITER = """
+import sys, time
+from pathlib import Path
+import numpy as np
+from curation.embed import EmbeddingCache
+
+root, who, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+while not go.exists():
+    time.sleep(0.005)
+for chunk in range(40):
+    keys = [f"w{who}-{chunk}-{i}" for i in range(100)] + [f"shared-{chunk}"]
+    vectors = np.full((101, 8), who * 1000 + chunk, dtype=np.float32)
+    vectors[-1] = chunk  # the shared key's vector is the same from both writers
+    EmbeddingCache(root, "emb").put(keys, vectors)
+"""
+
+
+def test_two_processes_writing_different_keys_concurrently_both_land(tmp_path):
+    go = tmp_path / "go"
+    procs = [run_py(CONCURRENT_WRITER, str(tmp_path / "cache"), str(who), str(go)) for who in (1, 2)]
+    time.sleep(0.5)  # both are waiting on the start signal
+    go.touch()
+    for p in procs:
+        assert p.wait(120) == 0, p.stderr.read()
+    cache = EmbeddingCache(tmp_path / "cache", "emb")
+    keys = [f"w{who}-{chunk}-{i}" for who in (1, 2) for chunk in range(40) for i in range(100)]
+    found, got = cache.get(keys)
+    assert found.all() and len(cache) == 8000 + 40
+    expected = np.repeat([who * 1000 + chunk for who in (1, 2) for chunk in range(40)], 100)
+    np.testing.assert_array_equal(got, np.repeat(expected[:, None], 8, axis=1).astype(np.float32))
+    found, got = cache.get([f"shared-{c}" for c in range(40)])
+    assert found.all() and got[:, 0].tolist() == list(range(40))
+
+
+def write_old_part(directory: Path, keys: list[str], vectors: np.ndarray) -> Path:
+    """A part as the previous cache wrote it (Parquet, key + fixed-size-list vector, zstd)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    flat = pa.array(vectors.reshape(-1))
+    table = pa.table({"key": pa.array(keys, pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+    path = directory / f"part-{hashlib.sha256(chr(10).join(keys).encode()).hexdigest()[:24]}.parquet"
+    pq.write_table(table, path, compression="zstd")
+    return path
+
+
+def test_old_parquet_cache_is_migrated_on_first_open_and_reads_bit_identical(tmp_path):
+    old_dir = tmp_path / hashlib.sha256(b"emb").hexdigest()[:24]
+    keys, vecs = keys_of(300), vectors_of(300, dim=16)
+    vecs[0, 0] = -0.0
+    for s in range(0, 300, 100):
+        write_old_part(old_dir, keys[s : s + 100], vecs[s : s + 100])
+    write_old_part(old_dir, keys[:3], vecs[:3])  # a key in two parts, as concurrent old writers left it
+    (old_dir / "embedder.txt").write_text("emb\n")
+    cache = EmbeddingCache(tmp_path, "emb")
+    assert not list(old_dir.glob("*.parquet")) and len(part_files(cache)) == 4
+    assert len(cache) == 300
+    found, got = cache.get(keys[::-1])
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(vecs[::-1]))
+    # an old-version process writing later: its part is picked up by the next open, once
+    write_old_part(old_dir, keys_of(5, start=1000), vectors_of(5, dim=16, seed=3))
+    write_old_part(old_dir, keys[:7], vecs[:7])
+    reopened = EmbeddingCache(tmp_path, "emb")
+    assert not list(old_dir.glob("*.parquet")) and len(reopened) == 305
+    found, got = reopened.get(keys_of(5, start=1000))
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(vectors_of(5, dim=16, seed=3)))
+    assert len(part_files(EmbeddingCache(tmp_path, "emb"))) == 6  # a further open changes nothing
+
+
+def test_migration_interrupted_after_converting_a_part_completes_without_duplicates(tmp_path):
+    old_dir = tmp_path / hashlib.sha256(b"emb").hexdigest()[:24]
+    keys, vecs = keys_of(50), vectors_of(50)
+    old = write_old_part(old_dir, keys, vecs)
+    EmbeddingCache(tmp_path, "emb")  # migrates and removes the Parquet file
+    write_old_part(old_dir, keys, vecs)  # as if killed after converting, before removing it
+    assert old.exists()
+    cache = EmbeddingCache(tmp_path, "emb")
+    assert not old.exists() and len(part_files(cache)) == 1 and len(cache) == 50
+    found, got = cache.get(keys)
+    assert found.all()
+    np.testing.assert_array_equal(bits(got), bits(vecs))
+
+
+def test_lookup_of_10k_keys_in_a_1m_key_cache_is_fast_and_holds_little_more_than_the_result(tmp_path):
+    n_cache, n_query, dim = 1_000_000, 10_000, 8
+    keys = np.array([f"{i:064x}" for i in range(n_cache)], dtype=object)  # content-key shaped
+    vecs = vectors_of(n_cache, dim=dim)
+    cache = EmbeddingCache(tmp_path, "emb")
+    for s in range(0, n_cache, 250_000):
+        cache.put(keys[s : s + 250_000].tolist(), vecs[s : s + 250_000])
+    q = np.random.default_rng(1).choice(n_cache, n_query, replace=False)
+    query = keys[q].tolist()
+    del keys
+    small = EmbeddingCache(tmp_path / "small", "emb")  # the same lookup against a cache of just these keys
+    small.put(query, vecs[q])
+
+    def best_of_3(cache: EmbeddingCache) -> float:
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            found, got = cache.get(query)
+            times.append(time.perf_counter() - t0)
+            assert found.all()
+            np.testing.assert_array_equal(bits(got), bits(vecs[q]))
+        return min(times)
+
+    big_s, small_s = best_of_3(EmbeddingCache(tmp_path, "emb")), best_of_3(EmbeddingCache(tmp_path / "small", "emb"))
+    assert big_s < 1.0, f"lookup took {big_s:.2f}s"
+    # 100x the cache, about the same cost (reading every part: ~40x here, and growing with N)
+    assert big_s < 5 * small_s + 0.02, f"{big_s:.3f}s against 1M keys, {small_s:.3f}s against 10k"
+    reopened = EmbeddingCache(tmp_path, "emb")
+    tracemalloc.start()
+    try:
+        found, got = reopened.get(query)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    result = got.nbytes  # 320 kB; the cache's vectors are 32 MB, its keys 64 MB
+    assert peak < result + 16 * 2**20, f"peak {peak / 2**20:.1f} MiB for a {result / 2**20:.1f} MiB result"
+
+
+def _put_in_child(cache: EmbeddingCache) -> None:
+    cache.put(["from child"], np.full((1, 8), 7, dtype=np.float32))
+    found, _ = cache.get(["from parent", "from child"])
+    os._exit(0 if found.all() else 1)
+
+
+def test_a_cache_object_works_in_a_forked_child_and_after_pickling(tmp_path):
+    import multiprocessing
+    import pickle
+
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(["from parent"], np.ones((1, 8), dtype=np.float32))  # the parent's connection is open
+    child = multiprocessing.get_context("fork").Process(target=_put_in_child, args=(cache,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    found, got = cache.get(["from child"])  # the parent's connection still works and sees the child's put
+    assert found.all() and got[0, 0] == 7
+    clone = pickle.loads(pickle.dumps(cache))
+    found, _ = clone.get(["from parent", "from child"])
+    assert found.all()
