@@ -61,24 +61,28 @@ def recipe(pool: Path, root: Path, model: str) -> dict:
             "select": {"method": "kmq", "budget": 1000}, "output": {"root": str(root)}}
 
 
-def library_build(r: dict) -> tuple[float, dict, float]:
-    """(wall seconds, manifest, peak RSS GB) of curation.build in a child process (serial
-    stages: the child is the driver, and nothing else runs)."""
-    code = "import json, sys, curation; v = curation.build(json.loads(sys.argv[1])); print(v.path)"
+def measured(cmd: list[str], *, env: dict[str, str], cwd: Path | None = None) -> tuple[float, str, float]:
+    """(wall seconds, stdout, peak RSS GB of the process tree) of ``cmd``; exits on failure."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(r)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop, peak = threading.Event(), []
     sampler = threading.Thread(target=tree_rss_peak, args=(proc.pid, stop, peak))
     sampler.start()
     out, err = proc.communicate()
     stop.set()
     sampler.join()
-    seconds = time.perf_counter() - t0
     if proc.returncode:
-        sys.exit(f"library build failed:\n{err[-3000:]}")
+        sys.exit(f"{' '.join(cmd[:3])} failed:\n{err[-3000:]}")
+    return time.perf_counter() - t0, out, peak[0] if peak else float("nan")
+
+
+def library_build(r: dict) -> tuple[float, dict, float]:
+    """(wall seconds, manifest, peak RSS GB) of curation.build in a child process (serial
+    stages: the child is the driver, and nothing else runs)."""
+    code = "import json, sys, curation; v = curation.build(json.loads(sys.argv[1])); print(v.path)"
+    seconds, out, rss = measured([sys.executable, "-c", code, json.dumps(r)], env={**os.environ, "RAY_ADDRESS": ""})
     manifest = json.loads((Path(out.strip().splitlines()[-1]) / "manifest.json").read_text())
-    return seconds, manifest, peak[0] if peak else float("nan")
+    return seconds, manifest, rss
 
 
 def tree_rss_peak(pid: int, stop: threading.Event, out: list[float]) -> None:
@@ -102,18 +106,8 @@ def cli_build(r: dict, work: Path) -> tuple[float, float]:
 
     (work / "r.yaml").write_text(yaml.safe_dump(r))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    stop, peak = threading.Event(), []
-    sampler = threading.Thread(target=tree_rss_peak, args=(proc.pid, stop, peak))
-    sampler.start()
-    _, err = proc.communicate()
-    stop.set()
-    sampler.join()
-    if proc.returncode:
-        sys.exit(f"curate build failed:\n{err[-3000:]}")
-    return time.perf_counter() - t0, peak[0] if peak else float("nan")
+    seconds, _, rss = measured([CURATE, "build", "r.yaml"], env=env, cwd=work)
+    return seconds, rss
 
 
 def raw_floors(pool: Path, model: str) -> dict[str, float]:

@@ -245,10 +245,13 @@ def explain_item(dataset_dir: str | Path, item_id: str, version: str | None = No
         "source": row["source"], "location": row.get("location"), "group": row["group"], "groups": groups,
         "label": row.get("label"), "facts": facts,
     }
-    data = pl.read_parquet(vdir / "data") if (vdir / "data").is_dir() else pl.DataFrame()
+    # the published rows are read lazily: only the item's row and a few of its cluster's
+    data = pl.scan_parquet(vdir / "data" / "*.parquet") if (vdir / "data").is_dir() else None
+    columns = data.collect_schema().names() if data is not None else []
     text_col = _text_column(manifest, row["source"])
-    if row["status"] == SELECTED and text_col and text_col in data.columns:
-        mine = data.filter(pl.col("id") == row["id"])
+    has_text = text_col is not None and text_col in columns
+    if row["status"] == SELECTED and has_text:
+        mine = data.filter(pl.col("id") == row["id"]).select(text_col).head(1).collect()
         out["text"] = mine[text_col][0] if mine.height else None
     cluster = row.get("cluster")
     if cluster is not None:
@@ -256,10 +259,10 @@ def explain_item(dataset_dir: str | Path, item_id: str, version: str | None = No
         members = pool.filter(pl.col("cluster") == cluster)
         chosen = int((members["status"] == SELECTED).sum())
         samples: list[str] = []
-        if text_col and "cluster" in data.columns and text_col in data.columns:
+        if has_text and "cluster" in columns:
             samples = [str(t)[:TEXT_CHARS] for t in data.filter((pl.col("cluster") == cluster) &
-                                                                (pl.col("id") != row["id"]))[text_col]
-                       .head(SAMPLE_TEXTS).to_list()]
+                                                                (pl.col("id") != row["id"]))
+                       .select(text_col).head(SAMPLE_TEXTS).collect()[text_col].to_list()]
         out["cluster"] = {"id": cluster, "size": members.height, "selected": chosen,
                           "selection_rate": round(chosen / max(members.height, 1), 4),
                           "overall_rate": round(int((pool["status"] == SELECTED).sum()) / max(pool.height, 1), 4),

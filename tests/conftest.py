@@ -114,45 +114,22 @@ def prefect_api():
 def prefect_server(tmp_path_factory):
     """A real `prefect server start` on loopback (own home and SQLite database, the scheduler
     looping every 2 s) for tests about schedules and deployments; yields its API URL and stops it."""
-    import signal
-    import socket
-    import subprocess
     import sys
-    import time
-    import urllib.request
+
+    from loopback import free_port, serving
 
     home = tmp_path_factory.mktemp("prefect-home")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false", "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2"}
     env.pop("PREFECT_API_URL", None)
     prefect = str(Path(sys.executable).with_name("prefect"))
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not start:\n{(home / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+    with serving([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                 health_url=f"{url}/health", log_path=home / "server.log", what="prefect server", timeout=120,
+                 every=0.5):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+
+
 from services_postgres import postgres  # noqa: E402,F401  (a real PostgreSQL on loopback, once per session)
 from services_s3 import s3_server  # noqa: E402,F401  (moto's S3 server on loopback, once per session)

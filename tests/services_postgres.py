@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import free_port
 
 PASSWORD = "pg-Pw9-curator-x7"  # the test role's password: tests assert it never leaks
 
@@ -34,12 +34,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1]).parent
     on_path = shutil.which("initdb")
     return Path(on_path).parent if on_path else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -101,7 +95,7 @@ def postgres() -> Iterator[Postgres]:
     if os.geteuid() == 0:
         for p in (root, sock):
             os.chown(p, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
 
     def run(cmd: list[str], what: str) -> None:
         proc = subprocess.run(_as_server_user(cmd), capture_output=True, text=True, timeout=120)

@@ -10,15 +10,11 @@ create their own bucket (a unique name per test, as the server is shared).
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from loopback import free_port, serving
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
@@ -37,41 +33,13 @@ def new_bucket(endpoint: str):
     return fs, bucket
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """moto's S3 server in its own process; yields the endpoint URL."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "server.log"
-    moto = str(Path(sys.executable).with_name("moto_server"))
-    env = {**os.environ, **AWS_ENV}
-    log = open(log_path, "w")
-    proc = subprocess.Popen([moto, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/moto-api/", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto_server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
+    moto = str(Path(sys.executable).with_name("moto_server"))
+    with serving([moto, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **AWS_ENV},
+                 health_url=f"{url}/moto-api/", log_path=tmp_path_factory.mktemp("moto") / "server.log",
+                 what="moto_server"):
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

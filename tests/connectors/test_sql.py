@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import socket
 import sqlite3
 
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from loopback import free_port
 
 from connectors import SqlConnector, known_connectors, load_connector
 from connectors.sql import read_only_query
@@ -246,12 +246,6 @@ def pg_env(postgres, monkeypatch):
     return postgres
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once the socket is closed
-
-
 @pytest.fixture
 def pg_items(pg_env):
     """Table pg_items: 450 rows with text, numeric, timestamptz, boolean and bigint columns."""
@@ -306,7 +300,7 @@ def test_postgres_wrong_password_is_a_settings_error_naming_the_variable_not_the
 
 
 def test_postgres_unreachable_port_is_a_connection_error_in_one_clean_line(pg_env):
-    port = closed_port()
+    port = free_port()  # nothing listens on it once the probe socket is closed
     conn = SqlConnector(source(pg_env.url(port=port), table="pg_items", id="doc_id"))
     for call in (conn.check, conn.fingerprints, lambda: list(conn.iter_batches())):
         with pytest.raises(ConnectionError) as exc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
+from loopback import free_port
 
 import curation
 
@@ -23,12 +23,6 @@ BIN = Path(sys.executable).parent
 CURATE = str(BIN / "curate")
 # a test cluster on loopback: no token authentication (Ray's default for `ray start` clusters)
 CLUSTER_ENV = {"RAY_AUTH_MODE": "disabled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
