@@ -49,7 +49,7 @@ from curation.ingest import ROW_COL
 from curation.secrets import expand, redact
 
 _EXT = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
-BATCH_ROWS = 65_536
+BATCH_ROWS = 262_144
 # Stores whose first path segment is a bucket (container). When a listing there finds nothing, the
 # bucket is checked, so a misspelt bucket reads as a settings error rather than as "no files".
 BUCKET_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"})

@@ -5,7 +5,16 @@ resumable stages, publishing and reports. ``curation.build(recipe)`` builds and 
 version in this process; ``flows/`` runs the same stages as a Prefect flow with work on Ray.
 """
 
-from curation.exceptions import CurationError, DataError, InvalidParameterError, RecipeError
+import os
+
+# Hand freed memory back to the OS at once. polars' jemalloc keeps freed pages for ~10 s and
+# pyarrow's mimalloc keeps its own, so one stage's garbage would still count when the next stage
+# peaks (at 1M items: 1.4 GB instead of 1.0 GB of driver peak; bench/scale.py). Read when polars
+# and pyarrow load, so only if curation is imported first; a user's own setting wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+from curation.exceptions import CurationError  # noqa: E402, DataError, InvalidParameterError, RecipeError
 from curation.random import check_rng, spawn
 from curation.recipe import Recipe, load_recipe
 from curation.types import Pool, Selection

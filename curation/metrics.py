@@ -50,24 +50,31 @@ def vendi_score(X: np.ndarray, q: float = 1.0) -> float:
 
 
 # ------------------------------------------------------------------------------ a version's metrics
-def projection_2d(X: np.ndarray) -> np.ndarray:
+def projection_2d(X: np.ndarray, block: int = 65_536) -> np.ndarray:
     """The rows of ``X`` (n, d) on their first two principal axes, (n, 2) float32.
 
     PCA through the d x d covariance (O(n d² + d³), no n x n matrix), each axis's sign fixed so
-    its largest loading is positive: the same vectors always give the same map.
+    its largest loading is positive: the same vectors always give the same map. ``X`` is read
+    ``block`` rows at a time (a memory-mapped matrix is never copied whole); the block size is
+    fixed, so the sums, and the map's bits, do not depend on how much memory there is.
     """
-    X = np.asarray(X, dtype=np.float64)
-    if len(X) == 0 or X.shape[1] == 0:
-        return np.zeros((len(X), 2), dtype=np.float32)
-    Xc = X - X.mean(axis=0)
-    _, vecs = np.linalg.eigh(Xc.T @ Xc)
+    n, d = X.shape if X.ndim == 2 else (len(X), 0)
+    if n == 0 or d == 0:
+        return np.zeros((n, 2), dtype=np.float32)
+    blocks = [slice(s, min(s + block, n)) for s in range(0, n, block)]
+    mean = np.sum([np.asarray(X[b], dtype=np.float64).sum(axis=0) for b in blocks], axis=0) / n
+    cov = np.zeros((d, d))
+    for b in blocks:
+        Xc = np.asarray(X[b], dtype=np.float64) - mean
+        cov += Xc.T @ Xc
+    _, vecs = np.linalg.eigh(cov)
     axes = vecs[:, ::-1][:, :2]
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     axes = axes * np.where(signs == 0, 1.0, signs)
-    out = Xc @ axes
-    if out.shape[1] < 2:  # one-dimensional vectors: a flat map
-        out = np.column_stack([out, np.zeros(len(out))])
-    return out.astype(np.float32)
+    out = np.zeros((n, 2), dtype=np.float32)  # one-dimensional vectors: a flat second axis
+    for b in blocks:
+        out[b, : axes.shape[1]] = (np.asarray(X[b], dtype=np.float64) - mean) @ axes
+    return out
 
 
 def selection_metrics(X: np.ndarray, selected: np.ndarray, rng: np.random.Generator, *,
@@ -80,7 +87,6 @@ def selection_metrics(X: np.ndarray, selected: np.ndarray, rng: np.random.Genera
     The ratio ``vendi_1 / random_vendi_1`` above 1 means the selection is more diverse than
     chance.
     """
-    X = np.asarray(X, dtype=np.float64)
     sel = np.flatnonzero(np.asarray(selected, dtype=bool))
     if len(sel) == 0:
         return {}
@@ -90,8 +96,9 @@ def selection_metrics(X: np.ndarray, selected: np.ndarray, rng: np.random.Genera
         return rng.choice(idx, size=max_rows, replace=False) if len(idx) > max_rows else idx
 
     sel, rand = cap(sel), cap(rand)
-    out = {"vendi_1": vendi_score(X[sel], 1.0), "vendi_inf": vendi_score(X[sel], np.inf),
-           "random_vendi_1": vendi_score(X[rand], 1.0), "random_vendi_inf": vendi_score(X[rand], np.inf),
+    Xs, Xr = (np.asarray(X[np.sort(i)], dtype=np.float64) for i in (sel, rand))  # only these rows are read
+    out = {"vendi_1": vendi_score(Xs, 1.0), "vendi_inf": vendi_score(Xs, np.inf),
+           "random_vendi_1": vendi_score(Xr, 1.0), "random_vendi_inf": vendi_score(Xr, np.inf),
            "rows": int(len(sel))}
     out["vendi_ratio"] = out["vendi_1"] / out["random_vendi_1"]
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}

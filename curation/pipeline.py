@@ -82,38 +82,141 @@ def serial_map(embedder: Embedder) -> MapChunks:
     return run
 
 
-def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache: EmbeddingCache | None,
-                map_chunks: MapChunks, chunk_size: int = 1024) -> tuple[np.ndarray, dict[str, int]]:
+class TextChunks(Sequence[list[str]]):
+    """Chunks of texts gathered on demand from a column: ``chunks[i]`` is the list of
+    ``texts[j] for j in positions[i]``. Only the chunks being embedded exist as Python strings,
+    so a million-text pool is never a million-string list in the driver."""
+
+    def __init__(self, texts: pl.Series, positions: list[np.ndarray]) -> None:
+        self.texts, self.positions = texts, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.texts.gather(self.positions[i]).to_list()
+
+
+class _BackgroundPuts:
+    """Cache writes on one background thread, so writing a chunk's part overlaps embedding the
+    next (SQLite and file writes release the GIL). At most ``depth`` chunks wait; an error is
+    raised in the caller at the next ``put`` or at ``close``."""
+
+    def __init__(self, cache: EmbeddingCache, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self.cache, self.error = cache, None
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, name="embedding-cache-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        done = False
+        while not done:
+            batch = [self.queue.get()]
+            while batch[-1] is not None:  # chunks that queued up meanwhile go into one part
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            batch = [b for b in batch if b is not None]
+            if batch and self.error is None:
+                try:
+                    self.cache.put([k for keys, _ in batch for k in keys],
+                                   np.concatenate([v for _, v in batch]), fresh=True)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                    self.error = exc
+
+    def put(self, keys: list[str], vectors: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((keys, vectors))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def text_keys(texts: pl.Series | Sequence[str], batch: int = 100_000) -> np.ndarray:
+    """The cache keys (:func:`curation.embed.content_key`, 64 hex digits) of ``texts`` as an
+    ``S64`` array: 64 bytes a key, where Python strings or ``U64`` would take 4x that or more."""
+    col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    out = np.empty(len(col), dtype="S64")
+    for start in range(0, len(col), batch):  # only one batch of Python strings at a time
+        values = col.slice(start, batch).to_list()
+        out[start : start + len(values)] = [content_key(t).encode() for t in values]
+    return out
+
+
+def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: EmbeddingCache | None,
+                map_chunks: MapChunks, chunk_size: int = 1024,
+                out: Callable[[int, int], np.ndarray] | None = None,
+                lookup_batch: int = 100_000) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts``, reusing cached vectors; returns (X (n, d), counts).
 
     Only texts whose content key is not in the cache are embedded, each distinct text once.
     They are sorted by length before chunking so each forward pass pads little (the same trick
-    ``SentenceTransformer.encode`` uses inside one call). Each finished chunk goes to the cache
-    at once, so an interrupted run resumes where it stopped.
+    ``SentenceTransformer.encode`` uses inside one call); ties keep the keys' sorted order, so the
+    chunks, and hence the vectors of a batch-dependent model, depend only on the set of missing
+    texts. Each finished chunk goes to the cache at once (written by a background thread), so an
+    interrupted run resumes where it stopped.
+
+    Memory: ``X`` is created by ``out(n, d)`` (default: an in-memory array; the build passes a
+    memory-mapped file), cached vectors are looked up ``lookup_batch`` keys at a time and each
+    chunk's vectors are written into ``X`` as they arrive, so besides ``X`` the driver holds the
+    texts' column, their keys and one batch of vectors, never a second matrix.
     """
-    keys = np.array([content_key(t) for t in texts], dtype=object)
-    found, cached = cache.get(keys) if cache is not None else (np.zeros(len(keys), bool), None)
-    missing_keys, first = np.unique(keys[~found], return_index=True)
-    missing_pos = np.flatnonzero(~found)[first]
-    order = sorted(range(len(missing_pos)), key=lambda i: -len(texts[missing_pos[i]]))
-    chunks_idx = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
-    chunks = [[texts[missing_pos[i]] for i in c] for c in chunks_idx]
-    new: dict[str, np.ndarray] = {}
-    if chunks:  # a fully cached run shows no progress bar
-        with progress(len(missing_pos), "embedding", unit="texts") as bar:
-            for idx, vecs in zip(chunks_idx, map_chunks(chunks)):
-                ks = [missing_keys[i] for i in idx]
-                new.update(zip(ks, vecs))
-                if cache is not None:
-                    cache.put(ks, vecs)
-                bar(len(idx))
-    dim = cached.shape[1] if cached is not None else (next(iter(new.values())).shape[0] if new else 0)
-    X = np.zeros((len(texts), dim), dtype=np.float32)
-    if cached is not None:
-        X[found] = cached
-    for i in np.flatnonzero(~found):
-        X[i] = new[keys[i]]
-    return X, {"texts": len(texts), "cached": int(found.sum()), "embedded": len(missing_pos)}
+    col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    n = len(col)
+    keys = text_keys(col)
+    X: np.ndarray | None = None
+
+    def dest(dim: int) -> np.ndarray:
+        nonlocal X
+        if X is None:
+            X = out(n, dim) if out is not None else np.zeros((n, dim), dtype=np.float32)
+        return X
+
+    found = np.zeros(n, dtype=bool)
+    if cache is not None:
+        for start in range(0, n, lookup_batch):
+            hit, vecs = cache.get(keys[start : start + lookup_batch].astype(str))
+            if vecs is not None:
+                found[start : start + lookup_batch] = hit
+                dest(vecs.shape[1])[start + np.flatnonzero(hit)] = vecs
+    missing = np.flatnonzero(~found)
+    missing_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
+    first_pos = missing[first]  # where each distinct missing text first occurs, in key order
+    lengths = col.gather(first_pos).str.len_chars().to_numpy()
+    order = np.argsort(-lengths, kind="stable")  # longest first; ties in key order
+    positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
+    if positions:  # a fully cached run shows no progress bar
+        writer = _BackgroundPuts(cache) if cache is not None else None
+        try:
+            with progress(len(first_pos), "embedding", unit="texts") as bar:
+                for i, vecs in enumerate(map_chunks(TextChunks(col, positions))):
+                    pos = positions[i]
+                    dest(vecs.shape[1])[pos] = vecs
+                    if writer is not None:
+                        writer.put(keys[pos].astype(str).tolist(), vecs)
+                    bar(len(pos))
+        finally:
+            if writer is not None:
+                writer.close()
+        dups = np.setdiff1d(missing, first_pos, assume_unique=True)  # repeats of a text embedded once
+        if len(dups):
+            X[dups] = X[first_pos[inverse.reshape(-1)[np.searchsorted(missing, dups)]]]
+    if X is None:
+        X = dest(0)
+    return X, {"texts": n, "cached": int(found.sum()), "embedded": len(first_pos)}
 
 
 def embed_tabular(items: pl.DataFrame, features: Sequence[str], *,
@@ -179,12 +282,43 @@ def pool_group_names(items: pl.DataFrame) -> tuple[str, ...]:
     return tuple(str(n) for n in np.unique(items["group"].to_numpy().astype(str)))
 
 
+class ParquetColumn(Sequence[Any]):
+    """One column of a Parquet file, read on first use: the pool's texts, which only a few
+    scorers (``quality: length``) ever look at, so a build does not hold them otherwise."""
+
+    def __init__(self, path, column: str) -> None:
+        import pyarrow.parquet as pq
+
+        self.path, self.column = path, column
+        self._n = pq.ParquetFile(path).metadata.num_rows
+        self._values: pl.Series | None = None
+
+    def values(self) -> pl.Series:
+        if self._values is None:
+            self._values = pl.read_parquet(self.path, columns=[self.column])[self.column]
+        return self._values
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.values()[i]
+
+    def __iter__(self):
+        return iter(self.values())
+
+
 def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,
-              reference: Reference | None = None, values: np.ndarray | None = None) -> Pool:
-    """A Pool from items (group codes in sorted group-name order, so they are stable)."""
+              reference: Reference | None = None, values: np.ndarray | None = None,
+              texts: Sequence[str] | None = None) -> Pool:
+    """A Pool from items (group codes in sorted group-name order, so they are stable).
+
+    ``texts``: the items' texts when ``items`` has no ``__text`` column (e.g. a :class:`ParquetColumn`).
+    """
     names, codes = np.unique(items["group"].to_numpy().astype(str), return_inverse=True)
     lab = items["__label"].to_numpy() if "__label" in items.columns else None
-    texts = np.array(items["__text"].to_list(), dtype=object) if "__text" in items.columns else None
+    if "__text" in items.columns:
+        texts = items["__text"]  # Arrow strings, not a Python str per row
     return Pool(ids=items["id"].to_numpy().astype(str), embeddings=np.ascontiguousarray(X, np.float32),
                 groups=codes.astype(np.int64), group_names=tuple(str(n) for n in names), clusters=labels,
                 labels=lab, texts=texts, reference=reference, values=values)
@@ -197,19 +331,24 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 
 # -------------------------------------------------------------------------------------- assemble
-def content_hashes(items: pl.DataFrame) -> pl.Series:
+def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int = 100_000) -> pl.Series:
     """``content_hash``: sha256[:16] of each row's source fields (every column but ``id`` and the
     staging columns), so "changed since the parent version" means a field of the row changed.
 
-    Stable across library versions (hashlib over JSON, not polars' internal hash).
+    Stable across library versions (hashlib over JSON, not polars' internal hash). ``items`` is
+    read ``batch`` rows at a time (a LazyFrame over the items' Parquet file is never loaded whole).
     """
-    cols = [c for c in items.columns if c != "id" and c not in STAGING_COLUMNS]
-    rows = items.select(cols).rows()
-    return pl.Series("content_hash", [hashlib.sha256(json.dumps(r, default=str).encode()).hexdigest()[:16]
-                                      for r in rows], dtype=pl.String)
+    lf = items.lazy()
+    cols = [c for c in lf.collect_schema().names() if c != "id" and c not in STAGING_COLUMNS]
+    n = lf.select(pl.len()).collect().item()
+    parts = [pl.Series("content_hash", [hashlib.sha256(json.dumps(r, default=str).encode()).hexdigest()[:16]
+                                        for r in lf.slice(start, batch).select(cols).collect().iter_rows()],
+                       dtype=pl.String)
+             for start in range(0, n, batch)]
+    return pl.concat(parts) if parts else pl.Series("content_hash", [], dtype=pl.String)
 
 
-def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
+def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
              groups: Sequence[str], *, reference: pl.DataFrame | None = None, reference_from_file: bool = False,
              value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(published rows, report rows).
@@ -237,7 +376,8 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     fields = pl.DataFrame({
         "cluster": pl.Series(clusters, dtype=pl.Int64),
         "selected_rank": pl.Series(rank, dtype=pl.Int64),
-        "reason": pl.Series([str(r) for r in reasons], dtype=pl.String),
+        "reason": (reasons.alias("reason") if isinstance(reasons, pl.Series)
+                   else pl.Series([str(r) for r in reasons], dtype=pl.String)),
     }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
     if selection.scores is not None:
         fields = fields.with_columns(pl.Series("score", selection.scores, dtype=pl.Float64))
@@ -248,9 +388,16 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
     extra = [c for c in selection.columns if c not in fields.columns]
     for c in extra:  # NaN in a float column means "not applicable": store null
         fields = fields.with_columns(pl.Series(c, selection.columns[c], nan_to_null=True))
-    full = pl.concat([items, fields], how="horizontal")
-    data = (full.filter(pl.col("selected_rank").is_not_null()).sort("selected_rank")
-            .drop([c for c in STAGING_COLUMNS if c in full.columns]))
+    # Memory: every row's narrow columns, but the wide ones (texts, source fields) only for the
+    # selected rows; the content hashes read the rows in batches (see content_hashes).
+    lf = items.lazy()
+    names = lf.collect_schema().names()
+    narrow = [c for c in ("id", "source", "group", *groups, LOCATION, "__label") if c in names]
+    full = pl.concat([lf.select(list(dict.fromkeys(narrow))).collect(), fields], how="horizontal")
+    picked = (lf.with_row_index("__row_nr").filter(pl.col("__row_nr").is_in(np.flatnonzero(chosen)))
+              .collect())
+    data = (pl.concat([picked.drop("__row_nr"), fields[picked["__row_nr"].to_numpy()]], how="horizontal")
+            .sort("selected_rank").drop([c for c in STAGING_COLUMNS if c in names]))
     front = ["id", "source", "group", "cluster", "selected_rank", "reason"]
     data = data.select(front + [c for c in data.columns if c not in front])
 
@@ -267,7 +414,7 @@ def assemble(items: pl.DataFrame, skipped: pl.DataFrame, pool: Pool, selection: 
         *([c for c in ("value", "value_stderr") if c in fields.columns]),
         *extra,
     ).with_columns(  # added here, not via ``full``, so a source column named "status" cannot collide
-        content_hashes(items),
+        content_hashes(lf),
         pl.Series("status", np.where(chosen, SELECTED, NOT_SELECTED), dtype=pl.String),
         pl.Series("reason_code", [str(c) for c in codes], dtype=pl.String),
         fields["reason"],

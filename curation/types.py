@@ -8,11 +8,14 @@ inside a selector.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from curation.exceptions import DataError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,7 @@ class Pool:
         group_names: the name of each group code; an intersectional group is "a|b".
         clusters: (n,) int cluster ids, or None before clustering.
         labels: (n,) labels, or None when the source has none.
-        texts: (n,) the item texts (object array of str) for text sources, else None.
+        texts: (n,) the item texts (a sequence of str: a polars Series in a build) for text sources, else None.
         reference: the target set the pool is judged against (recipe ``reference:``), held out
             of selection; scorers such as ``influence`` and ``knn-shapley`` need it.
         values: (n,) data values from the recipe's ``value:`` stage (higher = more valuable), or None.
@@ -135,8 +138,8 @@ class Selection:
 
     Attributes:
         indices: (budget,) distinct positions into the pool, in pick order.
-        reasons: (n,) one human-readable reason per pool row (selected or not), or None to let
-            the caller write a generic one.
+        reasons: (n,) one human-readable reason per pool row (selected or not), as an array or a
+            polars String Series, or None to let the caller write a generic one.
         scores: optional (n,) per-row score the selector used (NaN where unscored).
         info: small JSON-able facts for the summary (e.g. per-group quotas).
         columns: extra (n,) per-row columns for the report (e.g. ``round``, ``quality``); each
@@ -147,7 +150,7 @@ class Selection:
     """
 
     indices: np.ndarray
-    reasons: np.ndarray | None = None
+    reasons: np.ndarray | pl.Series | None = None
     scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, np.ndarray] = field(default_factory=dict)

@@ -28,6 +28,7 @@ removes the temporary files of dead writers. See docs/embedders.md#the-embedding
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -221,11 +222,14 @@ class EmbeddingCache:
         return fd
 
     # ------------------------------------------------------------------------------------- write
-    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+    def put(self, keys: Sequence[str], vectors: np.ndarray, *, fresh: bool = False) -> None:
         """Store ``vectors`` (row-aligned with ``keys``) as one new part.
 
         Keys already in the cache (and repeats within ``keys``) are skipped; the first stored
-        vector of a key stays.
+        vector of a key stays. ``fresh=True`` says the caller just found every key missing (as
+        :func:`curation.pipeline.embed_texts` does): the part is written without asking the index
+        first, and a key another writer stored meanwhile keeps that writer's vector (its row in
+        this part is never read). That saves the lookup, which is most of a put's cost.
         """
         if not len(keys):
             return
@@ -235,12 +239,15 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "embedder.txt").exists():
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+        # fixed-width strings sort in C; an object array would compare Python strings
+        uniq, first = np.unique(np.asarray(keys, dtype=str if fresh else object), return_index=True)
         with self._connection() as con:
-            known = con.execute("SELECT dim FROM parts LIMIT 1").fetchone()
-            if known is not None and known[0] != vectors.shape[1]:
-                raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
-                                f"{vectors.shape[1]}-d ones under the same embedder id")
+            if fresh:
+                part_keys = uniq.tolist()
+                self._check_dim(con, vectors.shape[1])
+                self._index_part(con, self._write_part(part_keys, vectors[first]), part_keys, replace=False)
+                return
+            self._check_dim(con, vectors.shape[1])
             u_part, _ = self._lookup(con, uniq)
             for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
                 if not (self.dir / part.name).exists():
@@ -251,6 +258,12 @@ class EmbeddingCache:
             part_keys = uniq[new].tolist()  # sorted: rows of the part in key order
             part = self._write_part(part_keys, vectors[first[new]])
             self._index_part(con, part, part_keys, replace=True)
+
+    def _check_dim(self, con: sqlite3.Connection, dim: int) -> None:
+        known = con.execute("SELECT dim FROM parts LIMIT 1").fetchone()
+        if known is not None and known[0] != dim:
+            raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
+                            f"{dim}-d ones under the same embedder id")
 
     def _write_part(self, keys: list[str], vectors: np.ndarray, name: str | None = None) -> _Part:
         """Write one part atomically (temporary file, fsync, rename)."""
@@ -281,7 +294,7 @@ class EmbeddingCache:
                         part)
             (pid,) = con.execute("SELECT id FROM parts WHERE name = ?", (part.name,)).fetchone()
             con.executemany(f"{verb} INTO vectors (key, part, row) VALUES (?, ?, ?)",
-                            ((k, pid, i) for i, k in enumerate(keys)))
+                            zip(keys, itertools.repeat(pid), range(len(keys))))
 
     def __len__(self) -> int:
         """The number of keys in the index."""

@@ -36,7 +36,7 @@ from curation.allocation import allocate, largest_remainder
 from curation.exceptions import DataError
 from curation.report_schema import PlotSpec, SummarySection
 from curation.score import build_scorer
-from curation.select.base import Selector, scorer_calls_section
+from curation.select.base import Selector, formatted, scorer_calls_section
 from curation.select.feedback import build_feedback
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options
@@ -124,11 +124,14 @@ class KMQSelector(_KMQBase, name="kmq"):
         idx = sample_within_clusters(clusters, counts, q, self.temperature, np.ones(len(pool), bool), rng)
         chosen = np.zeros(len(pool), bool)
         chosen[idx] = True
-        reasons = np.array([
-            f"kmq: {'drawn' if c else 'not drawn'} from cluster {j} (quota {counts[j]} of {sizes[j]}, "
-            f"quality {qq:.3g}, p ∝ exp(q/{self.temperature:g}))"
-            for j, c, qq in zip(clusters, chosen, q)
-        ], dtype=object)
+        # built column-wise (one Python string per distinct quality, not per row): at a million
+        # rows a Python string per row is most of the select stage's memory
+        reasons = pl.DataFrame({
+            "verdict": np.where(chosen, "drawn", "not drawn"), "cluster": clusters,
+            "quota": counts[clusters], "size": sizes[clusters], "quality": formatted(q, "{:.3g}"),
+        }).select(pl.format(f"kmq: {{}} from cluster {{}} (quota {{}} of {{}}, quality {{}}, "
+                            f"p ∝ exp(q/{self.temperature:g}))",
+                            "verdict", "cluster", "quota", "size", "quality")).to_series().alias("reason")
         info = {"cluster_budgets": counts.tolist(), "scorer_calls": calls}
         return Selection(indices=idx, reasons=reasons, info=info, columns={"quality": q})
 
