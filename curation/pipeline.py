@@ -73,6 +73,11 @@ def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[p
     return union_sources(parts)
 
 
+#: Rows a streaming step holds as Python objects at once (cache keys, cache lookups, content
+#: hashes). Results never depend on it (a test builds with a tiny value and compares bytes).
+BLOCK_ROWS = 100_000
+
+
 # ----------------------------------------------------------------------------------------- embed
 def serial_map(embedder: Embedder) -> MapChunks:
     """The in-process ``map_chunks``: embed chunk after chunk."""
@@ -145,11 +150,12 @@ class _BackgroundPuts:
             raise self.error
 
 
-def text_keys(texts: pl.Series | Sequence[str], batch: int = 100_000) -> np.ndarray:
+def text_keys(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.ndarray:
     """The cache keys (:func:`curation.embed.content_key`, 64 hex digits) of ``texts`` as an
     ``S64`` array: 64 bytes a key, where Python strings or ``U64`` would take 4x that or more."""
     col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
     out = np.empty(len(col), dtype="S64")
+    batch = batch or BLOCK_ROWS
     for start in range(0, len(col), batch):  # only one batch of Python strings at a time
         values = col.slice(start, batch).to_list()
         out[start : start + len(values)] = [content_key(t).encode() for t in values]
@@ -159,7 +165,7 @@ def text_keys(texts: pl.Series | Sequence[str], batch: int = 100_000) -> np.ndar
 def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: EmbeddingCache | None,
                 map_chunks: MapChunks, chunk_size: int = 1024,
                 out: Callable[[int, int], np.ndarray] | None = None,
-                lookup_batch: int = 100_000) -> tuple[np.ndarray, dict[str, int]]:
+                lookup_batch: int | None = None) -> tuple[np.ndarray, dict[str, int]]:
     """Embed ``texts``, reusing cached vectors; returns (X (n, d), counts).
 
     Only texts whose content key is not in the cache are embedded, each distinct text once.
@@ -170,7 +176,8 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     interrupted run resumes where it stopped.
 
     Memory: ``X`` is created by ``out(n, d)`` (default: an in-memory array; the build passes a
-    memory-mapped file), cached vectors are looked up ``lookup_batch`` keys at a time and each
+    memory-mapped file), cached vectors are looked up ``lookup_batch`` (default
+    :data:`BLOCK_ROWS`) keys at a time and each
     chunk's vectors are written into ``X`` as they arrive, so besides ``X`` the driver holds the
     texts' column, their keys and one batch of vectors, never a second matrix.
     """
@@ -186,6 +193,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
         return X
 
     found = np.zeros(n, dtype=bool)
+    lookup_batch = lookup_batch or BLOCK_ROWS
     if cache is not None:
         for start in range(0, n, lookup_batch):
             hit, vecs = cache.get(keys[start : start + lookup_batch].astype(str))
@@ -331,16 +339,17 @@ def select(pool: Pool, recipe: Recipe, rng: np.random.Generator) -> Selection:
 
 
 # -------------------------------------------------------------------------------------- assemble
-def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int = 100_000) -> pl.Series:
+def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int | None = None) -> pl.Series:
     """``content_hash``: sha256[:16] of each row's source fields (every column but ``id`` and the
     staging columns), so "changed since the parent version" means a field of the row changed.
 
     Stable across library versions (hashlib over JSON, not polars' internal hash). ``items`` is
-    read ``batch`` rows at a time (a LazyFrame over the items' Parquet file is never loaded whole).
+    read ``batch`` (default :data:`BLOCK_ROWS`) rows at a time (a LazyFrame over the items' Parquet file is never loaded whole).
     """
     lf = items.lazy()
     cols = [c for c in lf.collect_schema().names() if c != "id" and c not in STAGING_COLUMNS]
     n = lf.select(pl.len()).collect().item()
+    batch = batch or BLOCK_ROWS
     parts = [pl.Series("content_hash", [hashlib.sha256(json.dumps(r, default=str).encode()).hexdigest()[:16]
                                         for r in lf.slice(start, batch).select(cols).collect().iter_rows()],
                        dtype=pl.String)

@@ -1,0 +1,80 @@
+"""The streaming path's block sizes never show in the product: a build that reads, looks up,
+hashes and embeds a few rows at a time publishes byte for byte what a build in one block does,
+with a cold cache and with every vector already cached."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+import connectors.files
+import curation
+import curation.pipeline
+from curation.embed import make_text_embedder
+from curation.embed.cache import EmbeddingCache
+from curation.pipeline import embed_texts, serial_map
+
+
+def shard_bytes(version) -> dict[str, bytes]:
+    files = {p.name: p.read_bytes() for p in sorted((version.path / "data").iterdir())}
+    files["report.parquet"] = (version.path / "report.parquet").read_bytes()
+    return files
+
+
+@pytest.fixture(scope="module")
+def pool_with_repeats(evals_sample, tmp_path_factory):
+    """The flow tests' real prompts plus 40 repeats of their texts under new ids (repeats are
+    embedded once and copied, the path most sensitive to block boundaries)."""
+    df = pl.read_parquet(evals_sample)
+    repeats = df.head(40).with_columns(pl.concat_str(pl.lit("again-"), pl.col("prompt_id")).alias("prompt_id"))
+    path = tmp_path_factory.mktemp("streaming") / "pool.parquet"
+    pl.concat([df, repeats]).write_parquet(path)
+    return path
+
+
+def recipe(root, pool):
+    return {"name": "stream", "seed": 5,
+            "sources": [{"name": "evals", "kind": "files", "path": str(pool), "id": "prompt_id", "text": "text",
+                         "label": "task"}],
+            "groups": ["lang"], "embed": {"model": "hashing", "chunk_size": 16}, "cluster": {"k": 6},
+            "reference": {"fraction": 0.1},
+            "select": {"method": "kmq", "budget": 70, "quality": {"name": "knn-agreement", "k": 5}},
+            "output": {"root": str(root)}}
+
+
+def test_tiny_blocks_publish_the_same_bytes_as_one_block_cold_and_cached(tmp_path, pool_with_repeats, monkeypatch):
+    whole = curation.build(recipe(tmp_path / "whole", pool_with_repeats))
+    assert whole.manifest["embedding"]["embedded"] < whole.manifest["embedding"]["texts"]  # repeats were copied
+
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 7)  # keys, cache lookups, content hashes
+    monkeypatch.setattr(connectors.files, "BATCH_ROWS", 13)  # Parquet read batches at ingest
+    cold = curation.build(recipe(tmp_path / "cold", pool_with_repeats))
+    assert shard_bytes(cold) == shard_bytes(whole)
+
+    # every vector from the first build's cache (copied: the recipe, and so the bytes, stay the
+    # same), looked up 7 keys at a time
+    shutil.copytree(tmp_path / "whole/.cache", tmp_path / "warm/.cache")
+    warm = curation.build(recipe(tmp_path / "warm", pool_with_repeats))
+    assert warm.manifest["embedding"]["cached"] == warm.manifest["embedding"]["texts"]
+    assert shard_bytes(warm) == shard_bytes(whole)
+
+
+def test_embed_texts_into_a_memory_map_equals_in_memory_and_fills_the_cache(tmp_path):
+    texts = [f"text number {i % 37} " + "x" * (i % 11) for i in range(300)]  # 37 x 11 distinct lengths, repeats
+    embedder = make_text_embedder("hashing")
+    plain, counts = embed_texts(texts, embedder, cache=None, map_chunks=serial_map(embedder), chunk_size=8)
+    assert counts == {"texts": 300, "cached": 0, "embedded": len(set(texts))}
+
+    cache = EmbeddingCache(tmp_path / "cache", embedder.id)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(300, plain.shape[1]))
+    mapped, _ = embed_texts(pl.Series(texts), embedder, cache=cache, map_chunks=serial_map(embedder), chunk_size=8,
+                            out=lambda n, d: mm, lookup_batch=9)
+    assert mapped is mm and np.array_equal(np.asarray(mapped), plain)
+
+    # the background writer put every distinct text; a rerun embeds nothing and returns the same bytes
+    again, counts = embed_texts(texts, embedder, cache=EmbeddingCache(tmp_path / "cache", embedder.id),
+                                map_chunks=serial_map(embedder), lookup_batch=5)
+    assert counts["cached"] == 300 and counts["embedded"] == 0 and np.array_equal(again, plain)
