@@ -14,7 +14,7 @@ stderr (no traceback) and exit with 2.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import os
@@ -135,6 +135,7 @@ def _build(
 
     from curation.builder import Builder, preflight
     from curation.report import format_summary, load_manifest
+    from flows.prefect_server import prefect_api
 
     reap_orphans()  # Ray or a Prefect server a SIGKILLed build could not stop
     mark_build()
@@ -143,13 +144,15 @@ def _build(
     if not prefect_secrets:
         preflight(recipe)  # before waiting for the lock: a missing file fails at once
     builder = Builder(recipe, force=force, wait=not no_wait)
-    # the lock before Prefect starts: a second build waits here, not in a race for the
-    # temporary Prefect server; the flow takes the same lock again (re-entrant)
-    with builder.lock():
-        if prefect_secrets:
-            start_prefect_server_shielded()
-            import flows.curate  # noqa: F401  (registers the ${prefect:...} resolver)
 
+    def import_flow() -> None:  # while Prefect's temporary server boots
+        import flows.curate  # noqa: F401  (also registers the ${prefect:...} resolver)
+
+    # the lock before Prefect starts: a second build waits here, not in a race with a second
+    # temporary Prefect server over the same database; the flow takes the same lock again
+    with builder.lock(), contextlib.ExitStack() as stack:
+        if prefect_secrets:
+            stack.enter_context(prefect_api(while_starting=import_flow))
             preflight(recipe)
         unchanged = builder.unchanged_since()
         if unchanged is not None:
@@ -157,7 +160,8 @@ def _build(
                   "nothing published (--force publishes anyway)")
             print(unchanged.path)
             return 0
-        start_prefect_server_shielded()
+        if not prefect_secrets:
+            stack.enter_context(prefect_api(while_starting=import_flow))
         from prefect import tags
 
         from flows.curate import curate
@@ -462,29 +466,6 @@ def _quiet_unraisable(args) -> None:
     sys.__unraisablehook__(args)
 
 
-def start_prefect_server_shielded() -> None:
-    """Start Prefect's temporary API server (when no ``PREFECT_API_URL`` names one) outside this
-    process group. Ctrl-C in a terminal signals the whole foreground group, and uvicorn shuts
-    down on SIGINT: the interrupted flow would then wait forever to report its crash to a dead
-    server. This process gets the Ctrl-C and stops the server itself (:func:`stop_children`;
-    Prefect's own atexit hook on a normal exit)."""
-    import subprocess
-
-    if os.environ.get("PREFECT_API_URL"):
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()  # the instance Prefect's clients use in ephemeral mode
-    popen = subprocess.Popen
-    # Prefect starts the server with a plain subprocess.Popen and no way to pass options: give
-    # that one call its own session (nothing else starts a process during it)
-    subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
-    try:
-        server.start()
-    finally:
-        subprocess.Popen = popen  # type: ignore[misc]
-
-
 BUILD_ID_VAR = "CURATION_BUILD_ID"  # "<pid>-<random>", inherited by every process a build starts
 
 
@@ -559,11 +540,9 @@ def stop_children(grace: float = 3.0) -> None:
 
         if ray.is_initialized():
             ray.shutdown()
-    if "prefect.server.api.server" in sys.modules:
-        from prefect.server.api.server import SubprocessASGIServer
+    from flows.prefect_server import stop_all
 
-        for server in list(SubprocessASGIServer._instances.values()):
-            server.stop()
+    stop_all()  # the temporary Prefect server
     deadline = time.monotonic() + grace
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for p in started if Path(f"/proc/{p}").exists()]

@@ -34,16 +34,27 @@ from curation.secrets import register_resolver
 
 class RayChunks:
     """``map_chunks`` on Ray actors; ``placement`` says how many actors and threads were used
-    and on which Ray nodes (``nodes``: the node ids whose actors returned chunks)."""
+    and on which Ray nodes (``nodes``: the node ids whose actors returned chunks).
+
+    A light embedder (:attr:`curation.embed.Embedder.light`: hashing, static-minilm) embeds in
+    this process unless the flow joins a cluster (``RAY_ADDRESS``): on one machine, sending a
+    text to an actor costs more than embedding it, and starting Ray costs seconds. The manifest
+    then says ``ray_actors: 0``.
+    """
 
     def __init__(self, actors: int | None, threads: int | None, device: str = "auto") -> None:
         self.actors, self.threads, self.device = actors, threads, device
         self.placement: dict[str, Any] = {}
 
     def __call__(self, embedder: Embedder, chunks: list[list[str]]):
-        from flows.ray_runtime import ensure_ray, node_cpus, plan_actors, ray_map_chunks
+        from curation.pipeline import serial_map
+        from flows.ray_runtime import ensure_ray, joins_cluster, node_cpus, plan_actors, ray_map_chunks
 
         if not chunks:  # everything was cached: don't pay for starting Ray
+            return
+        if embedder.light and not joins_cluster():
+            self.placement.update(ray_actors=0, nodes=[])
+            yield from serial_map(embedder)(chunks)
             return
         ensure_ray()
         actors, threads = plan_actors(node_cpus(), self.actors, self.threads)

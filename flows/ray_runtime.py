@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +30,13 @@ def runtime_env() -> dict:
 
     return {"py_modules": [os.path.dirname(m.__file__) for m in (curation, connectors, flows)],
             "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
+
+
+def joins_cluster() -> bool:
+    """Whether Ray work goes to an existing cluster (``RAY_ADDRESS`` set, or this process is
+    already connected to one) rather than a Ray this process would start for itself."""
+    ray = sys.modules.get("ray")  # not imported: not connected (and importing it costs a second)
+    return bool(os.environ.get("RAY_ADDRESS")) or (ray is not None and ray.is_initialized())
 
 
 def ensure_ray() -> dict:

@@ -26,6 +26,9 @@ class Embedder(Registered, ABC):
     """
 
     registry: ClassVar[Registry] = Registry("embedder", "curation.embedders", builtins="curation.embed")
+    #: True when embedding a text costs less than sending it to another process (a hash, a table
+    #: lookup): a local flow then embeds in its own process instead of starting Ray for it.
+    light: ClassVar[bool] = False
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings: Any) -> Embedder:

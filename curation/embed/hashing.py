@@ -22,6 +22,8 @@ class HashingEmbedder(Embedder, name="hashing"):
     True
     """
 
+    light = True  # trigram hashing: cheaper than shipping the text to a Ray actor
+
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> HashingEmbedder:
         return cls(dim=int(argument) if argument else 64)  # the text settings do not apply

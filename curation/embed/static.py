@@ -361,6 +361,8 @@ class StaticEmbedder(Embedder, name="static-minilm"):
     (1, 256)
     """
 
+    light = True  # a mean of looked-up token vectors: cheaper than shipping the text to a Ray actor
+
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> StaticEmbedder:
         settings.pop("device", None)  # a table lookup: the CPU is the right place for it
