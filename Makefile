@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache lock clean
+.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache bench-scale lock clean
 
 setup: $(VENV)/.installed
 
@@ -76,6 +76,10 @@ bench-equity: setup data
 # Embedding-cache lookup against cache size, indexed vs the old read-every-part (bench/results/cache.md)
 bench-cache: setup data
 	HF_HUB_OFFLINE=1 $(VPY) bench/cache.py
+
+# Stages against raw components at 100k and 1M, fixed costs, KNN-Shapley at 1M (bench/results/scale.md)
+bench-scale: setup
+	HF_HUB_OFFLINE=1 $(VPY) bench/scale.py
 
 # pyDVL only in its own environment (.venv-bench); it pins numpy<2, overridden with ours
 BENCH_VPY := .venv-bench/bin/python

@@ -190,109 +190,133 @@ def raw_floors(pool: Path, model: str) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--models", nargs="+", default=["hashing", "static-minilm"])
-    ap.add_argument("--cli-size", type=int, default=100_000)
-    ap.add_argument("--rebuild-size", type=int, default=10_000, help="pool of the cached `curate build --force`")
-    ap.add_argument("--value-size", type=int, default=1_000_000, help="pool valued by KNN-Shapley (0: skip)")
-    ap.add_argument("--validation", type=int, default=10_000, help="held-out rows of that valuation")
-    ap.add_argument("--out", default=str(ROOT / "bench/results/scale.md"))
-    args = ap.parse_args()
+def pool_of(n: int, tmp: Path) -> Path:
+    pool = tmp / f"pool-{n}.parquet"
+    if not pool.exists():
+        make_pool(n, pool)
+    return pool
 
-    rows, cli_rows, value_rows = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for n in args.sizes:
-            pool = tmp / f"pool-{n}.parquet"
-            make_pool(n, pool)
-            for model in args.models:
-                load0 = os.getloadavg()[0]
-                floors = raw_floors(pool, model)
-                seconds, manifest, rss = library_build(recipe(pool, tmp / f"lib-{n}-{model}", model))
-                st = {k: v["seconds"] for k, v in manifest["stages"].items()}
-                row = {"n": n, "embedder": model, "build_s": round(seconds, 1),
-                       **{f"{k}_s": round(v, 2) for k, v in st.items()},
-                       "ingest/read": round(st["ingest"] / floors["read"], 1),
-                       "embed/raw": round(st["embed"] / floors["embed"], 2),
-                       "cluster/raw": round(st["cluster"] / floors["cluster"], 2),
-                       "driver_peak_gb": round(rss, 2), "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}"}
-                rows.append(row)
-                print(row, flush=True)
-        n = args.cli_size
-        pool = tmp / f"pool-{n}.parquet"
-        if not pool.exists():
-            make_pool(n, pool)
-        for model in args.models:
+
+def load_since(load0: float) -> str:
+    return f"{load0:.1f}->{os.getloadavg()[0]:.1f}"
+
+
+def stage_rows(sizes: list[int], models: list[str], floors_max: int, tmp: Path) -> list[dict]:
+    """Per-stage seconds of the library build and their ratios to the raw floors."""
+    rows = []
+    for n in sizes:
+        pool = pool_of(n, tmp)
+        for model in models:
             load0 = os.getloadavg()[0]
-            lib_s, _, _ = library_build(recipe(pool, tmp / f"cmp-lib-{model}", model))
-            (tmp / f"cli-{model}").mkdir()
-            cli_s, tree, _ = cli_build(recipe(pool, tmp / f"cli-{model}/out", model), tmp / f"cli-{model}")
-            row = {"n": n, "embedder": model, "build": "cold", "curation.build_s": round(lib_s, 1),
-                   "curate_build_s": round(cli_s, 1), "ratio": round(cli_s / lib_s, 2), "stage_work_s": "",
-                   "fixed_s": "", "tree_peak_gb": round(tree, 2), "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}"}
-            cli_rows.append(row)
+            floors = raw_floors(pool, model) if n <= floors_max else None
+            seconds, manifest, rss = library_build(recipe(pool, tmp / f"lib-{n}-{model}", model))
+            st = {k: v["seconds"] for k, v in manifest["stages"].items()}
+            ratios = {"ingest/read": "", "embed/raw": "", "cluster/raw": ""} if floors is None else {
+                "ingest/read": round(st["ingest"] / floors["read"], 1),
+                "embed/raw": round(st["embed"] / floors["embed"], 2),
+                "cluster/raw": round(st["cluster"] / floors["cluster"], 2)}
+            row = {"n": n, "embedder": model, "build_s": round(seconds, 1),
+                   **{f"{k}_s": round(v, 2) for k, v in st.items()}, **ratios,
+                   "driver_peak_gb": round(rss, 2), "load": load_since(load0)}
+            rows.append(row)
             print(row, flush=True)
-        # a cached rebuild: every stage reused, so what remains is the fixed cost
-        n = args.rebuild_size
-        pool = tmp / f"pool-{n}.parquet"
-        if not pool.exists():
-            make_pool(n, pool)
+    return rows
+
+
+def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[dict], float]:
+    """`curate build` against `curation.build` at ``n``; a cached rebuild of ``rebuild`` rows;
+    the temporary Prefect server's start-up alone."""
+    rows = []
+    for model in models if n else []:
+        pool = pool_of(n, tmp)
+        load0 = os.getloadavg()[0]
+        lib_s, _, _ = library_build(recipe(pool, tmp / f"cmp-lib-{model}", model))
+        (tmp / f"cli-{model}").mkdir()
+        cli_s, tree, _ = cli_build(recipe(pool, tmp / f"cli-{model}/out", model), tmp / f"cli-{model}")
+        row = {"n": n, "embedder": model, "build": "cold", "curation.build_s": round(lib_s, 1),
+               "curate_build_s": round(cli_s, 1), "ratio": round(cli_s / lib_s, 2), "stage_work_s": "",
+               "fixed_s": "", "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
+        rows.append(row)
+        print(row, flush=True)
+    if rebuild:  # every stage reused: what remains is the fixed cost
+        pool = pool_of(rebuild, tmp)
         work = tmp / "rebuild"
         work.mkdir()
         cli_build(recipe(pool, work / "out", "hashing"), work)
         load0 = os.getloadavg()[0]
         cli_s, tree, manifest = cli_build(recipe(pool, work / "out", "hashing"), work, "--force")
         stage_s = sum(v["seconds"] for v in manifest["stages"].values())
-        prefect_s = prefect_start()
-        row = {"n": n, "embedder": "hashing", "build": "cached rebuild", "curation.build_s": "",
+        row = {"n": rebuild, "embedder": "hashing", "build": "cached rebuild", "curation.build_s": "",
                "curate_build_s": round(cli_s, 1), "ratio": "", "stage_work_s": round(stage_s, 2),
-               "fixed_s": round(cli_s - stage_s, 1), "tree_peak_gb": round(tree, 2),
-               "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}"}
-        cli_rows.append(row)
-        print(row, f"prefect temporary server start: {prefect_s:.1f} s", flush=True)
-        # KNN-Shapley of a large pool through the library build, against knn_shapley alone
-        if args.value_size:
-            n = args.value_size
-            pool = tmp / f"pool-{n}.parquet"
-            if not pool.exists():
-                make_pool(n, pool)
-            load0 = os.getloadavg()[0]
-            root = tmp / f"value-{n}"
-            seconds, manifest, rss = library_build(value_recipe(pool, root, n, args.validation))
-            raw_s, n_val = knn_raw(root, manifest)
-            value_s = manifest["stages"]["value"]["seconds"]
-            row = {"n": n, "validation": n_val, "epsilon": EPSILON, "build_s": round(seconds, 1),
-                   "value_s": round(value_s, 1), "knn_shapley_alone_s": round(raw_s, 1),
-                   "value/raw": round(value_s / raw_s, 2), "driver_peak_gb": round(rss, 2),
-                   "load": f"{load0:.1f}->{os.getloadavg()[0]:.1f}"}
-            value_rows.append(row)
-            print(row, flush=True)
+               "fixed_s": round(cli_s - stage_s, 1), "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
+        rows.append(row)
+        print(row, flush=True)
+    prefect_s = prefect_start() if rows else float("nan")
+    print(f"prefect temporary server start: {prefect_s:.1f} s", flush=True)
+    return rows, prefect_s
 
-    def table(rs: list[dict]) -> str:
-        cols = list(rs[0])
-        return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
-                         ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rs])
+
+def value_rows(n: int, validation: int, tmp: Path) -> list[dict]:
+    """Truncated KNN-Shapley of ``n`` rows through the library build, against the function alone."""
+    if not n:
+        return []
+    pool = pool_of(n, tmp)
+    load0 = os.getloadavg()[0]
+    root = tmp / f"value-{n}"
+    seconds, manifest, rss = library_build(value_recipe(pool, root, n, validation))
+    raw_s, n_val = knn_raw(root, manifest)
+    value_s = manifest["stages"]["value"]["seconds"]
+    row = {"n": n, "validation": n_val, "epsilon": EPSILON, "build_s": round(seconds, 1),
+           "value_s": round(value_s, 1), "knn_shapley_alone_s": round(raw_s, 1),
+           "value/raw": round(value_s / raw_s, 2), "driver_peak_gb": round(rss, 2), "load": load_since(load0)}
+    print(row, flush=True)
+    return [row]
+
+
+def table(rs: list[dict]) -> str:
+    cols = list(rs[0])
+    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] +
+                     ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rs])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
+    ap.add_argument("--models", nargs="+", default=["hashing", "static-minilm"])
+    ap.add_argument("--floors-max", type=int, default=1_000_000, help="measure raw floors up to this size")
+    ap.add_argument("--cli-size", type=int, default=100_000, help="pool of `curate build` vs curation.build (0: skip)")
+    ap.add_argument("--rebuild-size", type=int, default=10_000, help="pool of the cached `curate build --force` "
+                    "(0: skip)")
+    ap.add_argument("--value-size", type=int, default=1_000_000, help="pool valued by KNN-Shapley (0: skip)")
+    ap.add_argument("--validation", type=int, default=10_000, help="held-out rows of that valuation")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/scale.md"))
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        rows = stage_rows(args.sizes, args.models, args.floors_max, tmp)
+        cli, prefect_s = cli_rows(args.cli_size, args.rebuild_size, args.models, tmp)
+        value = value_rows(args.value_size, args.validation, tmp)
 
     text = (f"# Scale: stages against raw components\n\n"
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores; `python bench/scale.py --sizes {' '.join(map(str, args.sizes))} "
-            f"--models {' '.join(args.models)} --cli-size {args.cli_size} --rebuild-size {args.rebuild_size} "
-            f"--value-size {args.value_size} --validation {args.validation}`. Synthetic short texts (8 words + a "
-            f"serial number), k = {K}, kmq budget 1,000. Serial library build in a child process "
-            "(nothing reused); raw floors measured in the same run (see bench/scale.py).\n\n"
-            "## Library build, per stage\n\n" + table(rows) +
-            "\n\nTargets (issue): ingest/read <= 3; embed/raw <= 1.11 (>= 0.9x raw throughput); "
-            "1M driver peak <= 1.2 GB.\n\n"
-            "## `curate build` against `curation.build`\n\n" + table(cli_rows) +
-            f"\n\nTargets: ratio <= 1.1 at 100k; a cached rebuild's fixed cost (wall time beyond its stage work) "
-            f"<= 10 s. Prefect's temporary server took {prefect_s:.1f} s to answer in this run (included in "
-            "every `curate build` above; zero with PREFECT_API_URL naming a running server); Ray is not "
-            "started for these light embedders on one machine (`ray_actors: 0`).\n" +
-            ("\n## Truncated KNN-Shapley through the build\n\n" + table(value_rows) +
-             "\n\nvalue_s: the build's value stage (library build, serial: one shard); knn_shapley_alone_s: "
-             "the same function on the same vectors in the bench process.\n" if value_rows else ""))
+            f"{os.cpu_count()} cores; `python bench/scale.py {' '.join(sys.argv[1:])}`. Synthetic short texts "
+            f"(8 words + a serial number), k = {K}, kmq budget 1,000. Serial library build in a child process "
+            "(nothing reused); raw floors measured in the same run (see bench/scale.py).\n")
+    if rows:
+        text += ("\n## Library build, per stage\n\n" + table(rows) +
+                 "\n\nTargets (issue): ingest/read <= 3; embed/raw <= 1.11 (>= 0.9x raw throughput); "
+                 "1M driver peak <= 1.2 GB.\n")
+    if cli:
+        text += ("\n## `curate build` against `curation.build`\n\n" + table(cli) +
+                 "\n\nTargets: ratio <= 1.1 at 100k; a cached rebuild's fixed cost (wall time beyond its stage "
+                 f"work) <= 10 s. Prefect's temporary server took {prefect_s:.1f} s to answer in this run "
+                 "(included in every `curate build` above; zero with PREFECT_API_URL naming a running server); "
+                 "Ray is not started for these light embedders on one machine (`ray_actors: 0`).\n")
+    if value:
+        text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +
+                 "\n\nvalue_s: the build's value stage (library build, serial: one shard); "
+                 "knn_shapley_alone_s: the same function on the same vectors in the bench process.\n")
     Path(args.out).write_text(text)
     print(text)
 

@@ -14,11 +14,11 @@ import os
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
-from curation.exceptions import CurationError  # noqa: E402, DataError, InvalidParameterError, RecipeError
-from curation.random import check_rng, spawn
-from curation.recipe import Recipe, load_recipe
-from curation.types import Pool, Selection
-from curation.version import __version__
+from curation.exceptions import CurationError, DataError, InvalidParameterError, RecipeError  # noqa: E402
+from curation.random import check_rng, spawn  # noqa: E402
+from curation.recipe import Recipe, load_recipe  # noqa: E402
+from curation.types import Pool, Selection  # noqa: E402
+from curation.version import __version__  # noqa: E402
 
 __all__ = [
     "CurationError",
