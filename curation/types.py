@@ -101,6 +101,31 @@ class Pool:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: np.ndarray) -> Pool:
+        """The sub-pool of positions ``rows`` (in that order): every row-aligned field sliced;
+        ``group_names`` (so group codes keep their meaning), the cluster ids and the
+        ``reference`` are the whole pool's. A composed selection (``select.within``) runs its
+        within-group selector on such a sub-pool.
+
+        >>> p = Pool(ids=np.array(["a", "b", "c"]), embeddings=np.eye(3, dtype=np.float32),
+        ...          groups=np.array([0, 1, 1]), group_names=("x", "y"))
+        >>> q = p.take(np.array([2, 1]))
+        >>> q.ids.tolist(), q.groups.tolist(), q.group_names
+        (['c', 'b'], [1, 1], ('x', 'y'))
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+
+        def cut(a):
+            return None if a is None else np.asarray(a)[rows]
+
+        texts = self.texts
+        if texts is not None:  # a polars Series, a lazily read column, or any sequence
+            series = texts.values() if hasattr(texts, "values") and callable(texts.values) else texts
+            texts = series.gather(rows) if hasattr(series, "gather") else np.asarray(series, dtype=object)[rows]
+        return Pool(ids=self.ids[rows], embeddings=np.ascontiguousarray(self.embeddings[rows]),
+                    groups=self.groups[rows], group_names=self.group_names, clusters=cut(self.clusters),
+                    labels=cut(self.labels), texts=texts, reference=self.reference, values=cut(self.values))
+
     def group_sizes(self) -> np.ndarray:
         """Rows per group code, shape (len(group_names),)."""
         return np.bincount(self.groups, minlength=len(self.group_names))

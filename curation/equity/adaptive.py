@@ -54,6 +54,7 @@ from curation.equity.static import (
     _weights,
     check_budget_amount,
     check_costs,
+    flat_groups,
     maxmin_optimum,
     oracle_allocation,
     proportional_allocation,
@@ -81,8 +82,9 @@ class AdaptiveResult:
             ``replan``, ``worst-group``, ``explore`` or ``no-curve``), ``group`` (the group
             bought from, None for the pilot and exploration), ``bought`` (per-group amounts of
             this step), ``counts`` (after the step), ``spent``, ``errors`` (measured errors at
-            the counts before the step) and ``skipped`` (groups ranked above the one served that
-            were full or unaffordable, with the reason).
+            the counts before the step), ``skipped`` (groups ranked above the one served that
+            were full, unaffordable or flat, with the reason) and ``flat`` (the groups the
+            flat-curve rule held back at this step).
         predicted_errors: the final fitted curves at the final counts (NaN without a curve).
         measured_errors: mean measured error at the final counts (fraction 1.0).
         spent: ``Σ κ_g counts_g``.
@@ -154,7 +156,7 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
                       fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), repeats: int = 3, mode: str = "auto",
                       explore_p: float = 0.0, shares: Any = None, bootstrap: int = 0,
                       secondary: str = "weighted_sum", floor_tol: float = 1e-3,
-                      subsample: str = "joint") -> AdaptiveResult:
+                      subsample: str = "joint", flat_tol: float = 0.0) -> AdaptiveResult:
     """Buy a budget of samples across groups in batches, learning the curves as it goes.
 
     See the module docstring for the loop. Args:
@@ -189,6 +191,11 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
             boundary differs gets *worse* as the others grow), and the joint curve of a
             minority can come out flat. Costs ``G·(len(fractions)−1) + 1`` evaluations per
             repeat instead of ``len(fractions)``.
+        flat_tol: MaxMin's flat-curve rule (:func:`~curation.equity.static.flat_groups`): a
+            group whose fitted curve says that everything left of the budget would lower its
+            error by less than ``flat_tol`` is not bought for while another group has room (in
+            ``replan`` it is held at its count in the plan; in ``gradient`` it is served last).
+            0 turns the rule off.
 
     Returns:
         An :class:`AdaptiveResult`.
@@ -220,6 +227,7 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
     _check_number("explore_p", explore_p, 0, 1)
     _check_number("bootstrap", bootstrap, 0, None, integer=True)
     _check_number("floor_tol", floor_tol, 0, None)
+    _check_number("flat_tol", flat_tol, 0, None)
     fracs = _check_fractions(fractions)
     w = _weights(weights, g)
     pi = None
@@ -313,15 +321,18 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
             if bought.sum() == 0:  # the batch is too small for any share: one item of the cheapest group with room
                 i = int(np.argmin(np.where(room & afford, kappa, np.inf)))
                 bought[i] = 1
-            action, chosen, skipped = "explore", None, []
+            action, chosen, skipped, flat = "explore", None, [], np.zeros(g, bool)
         else:
-            action, order, target = _rank(mode, objective, fits, counts, cap, kappa, w, budget, errs_now,
-                                          secondary, floor_tol)
+            action, order, target, flat = _rank(mode, objective, fits, counts, cap, kappa, w, budget, errs_now,
+                                                secondary, floor_tol, flat_tol)
             skipped = []
             chosen = None
+            # a flat group is bought for only when no other group has room and can be paid for
+            others = room & afford & ~flat
             for i in order:
-                if not room[i] or not afford[i]:
-                    skipped.append({"group": int(i), "reason": "full" if not room[i] else "unaffordable"})
+                if not room[i] or not afford[i] or (flat[i] and others.any()):
+                    reason = "full" if not room[i] else "unaffordable" if not afford[i] else "flat"
+                    skipped.append({"group": int(i), "reason": reason})
                     continue
                 chosen = int(i)
                 break
@@ -340,7 +351,8 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
         spent += float((kappa * bought).sum())
         history.append({"step": step, "action": action, "group": chosen, "bought": bought.astype(int).tolist(),
                         "counts": counts.astype(int).tolist(), "spent": spent,
-                        "errors": [None if not np.isfinite(e) else float(e) for e in errs_now], "skipped": skipped})
+                        "errors": [None if not np.isfinite(e) else float(e) for e in errs_now], "skipped": skipped,
+                        "flat": np.flatnonzero(flat).tolist()})
 
     if bootstrap:
         fits = fit_all(int(bootstrap))
@@ -352,38 +364,49 @@ def adaptive_allocate(capacity: Any, costs: Any, budget: float, *, evaluate: Eva
 
 def _rank(mode: str, objective: str, fits: list[CurveFit | None], counts: np.ndarray, cap: np.ndarray,
           kappa: np.ndarray, w: np.ndarray, budget: float, errs_now: np.ndarray, secondary: str,
-          floor_tol: float) -> tuple[str, list[int], np.ndarray | None]:
+          floor_tol: float, flat_tol: float = 0.0) -> tuple[str, list[int], np.ndarray | None, np.ndarray]:
     """Groups in the order they should receive the next batch (best first; ties: lower index),
-    and for ``replan`` the planned counts."""
+    for ``replan`` the planned counts, and the flat groups (MaxMin's flat-curve rule)."""
     g = len(counts)
+    flat = np.zeros(g, bool)
     missing = [h for h in range(g) if fits[h] is None and counts[h] < cap[h]]
     if missing and mode != "worst-group":
         # a group we cannot model yet gets data first; the rest follow in index order
-        return "no-curve", missing + [h for h in range(g) if h not in missing], None
+        return "no-curve", missing + [h for h in range(g) if h not in missing], None, flat
     if mode == "worst-group":
         score = np.where(np.isfinite(errs_now), errs_now, np.inf)
-        return mode, sorted(range(g), key=lambda h: (-score[h], h)), None
+        return mode, sorted(range(g), key=lambda h: (-score[h], h)), None, flat
     curves = {h: f.curve for h, f in enumerate(fits) if f is not None}
-    grad = np.array([w[h] * -float(curves[h].derivative(counts[h])) / kappa[h] if h in curves else 0.0
-                     for h in range(g)])
-    if mode == "gradient":
-        if objective == "weighted":
-            return mode, sorted(range(g), key=lambda h: (-grad[h], h)), None
-        fitted = np.array([float(curves[h].error(counts[h])) if h in curves else -np.inf for h in range(g)])
-        at_floor = np.array([h in curves and fitted[h] <= curves[h].c + floor_tol for h in range(g)])
-        return mode, sorted(range(g), key=lambda h: (at_floor[h], -(grad[h] if at_floor[h] else fitted[h]), h)), None
-    # replan: static optimum of the fitted curves over the whole budget, bought counts as a floor
     idx = np.array(sorted(curves))
     fixed = np.setdiff1d(np.arange(g), idx)
     avail = budget - float((kappa[fixed] * counts[fixed]).sum())
     sub_curves = [curves[h] for h in idx]
+    if objective == "maxmin" and flat_tol > 0:
+        spent = float((kappa[idx] * counts[idx]).sum())
+        flat[idx] = flat_groups(sub_curves, kappa[idx], max(avail - spent, 0.0), cap[idx], counts[idx], flat_tol)
+    grad = np.array([w[h] * -float(curves[h].derivative(counts[h])) / kappa[h] if h in curves else 0.0
+                     for h in range(g)])
+    if flat.any() and (flat | (counts >= cap)).all():
+        # every group with room is flat: MaxMin has nothing left to gain, so the rest of the budget
+        # goes where it lowers the weighted error most (the secondary objective)
+        return mode, sorted(range(g), key=lambda h: (-grad[h], h)), None, flat
+    if mode == "gradient":
+        if objective == "weighted":
+            return mode, sorted(range(g), key=lambda h: (-grad[h], h)), None, flat
+        fitted = np.array([float(curves[h].error(counts[h])) if h in curves else -np.inf for h in range(g)])
+        at_floor = np.array([h in curves and (fitted[h] <= curves[h].c + floor_tol or flat[h]) for h in range(g)])
+        order = sorted(range(g), key=lambda h: (at_floor[h], -(grad[h] if at_floor[h] else fitted[h]), h))
+        return mode, order, None, flat
+    # replan: static optimum of the fitted curves over the whole budget, bought counts as a floor;
+    # a flat group is held at its count (its capacity in the plan), so the plan spends elsewhere
     if objective == "maxmin":
+        plan_cap = np.where(flat[idx], counts[idx], cap[idx])
         target = maxmin_optimum(sub_curves, kappa[idx], avail, secondary=secondary, weights=w[idx],
-                                capacity=cap[idx], minimum=counts[idx], floor_tol=floor_tol).n
+                                capacity=plan_cap, minimum=counts[idx], floor_tol=floor_tol).n
     else:
         target = weighted_optimum(sub_curves, kappa[idx], avail, w[idx], capacity=cap[idx], minimum=counts[idx])
     deficit = np.full(g, -np.inf)
     deficit[idx] = (target - counts[idx]) * kappa[idx]
     planned = counts.astype(np.float64).copy()
     planned[idx] = target
-    return mode, sorted(range(g), key=lambda h: (-deficit[h], h)), planned
+    return mode, sorted(range(g), key=lambda h: (-deficit[h], h)), planned, flat

@@ -578,18 +578,53 @@ def proportional_allocation(shares: Any, costs: Any, budget: float, capacity: An
     return _fill(pi, kappa, check_budget_amount(budget), _capacity(capacity, g))
 
 
+def flat_groups(curves: Sequence[CurveLike], costs: Any, budget: float, capacity: Any = None, minimum: Any = None,
+                flat_tol: float = 0.005) -> np.ndarray:
+    """Groups whose curve is flat: (G,) True where even the most this budget could buy lowers
+    the group's predicted error by less than ``flat_tol``,
+
+        ``e_g(m_g) − e_g(min(cap_g, m_g + B / κ_g)) < flat_tol``,
+
+    with ``m_g`` the group's ``minimum`` (what it already has). MaxMin would otherwise pour
+    the budget into such a group because its error is the highest, for a gain too small to
+    matter (docs/methods/group-adaptive.md#flat-curves). A group with ``m_g = 0`` is never flat
+    (``e_g(0)`` is unbounded: its curve says nothing yet). ``flat_tol = 0`` turns the rule off.
+
+    >>> flat_groups([PowerLaw(0.3, 0.001, 0.0), PowerLaw(1.0, 0.5)], [1, 1], 1000, minimum=[50, 50]).tolist()
+    [True, False]
+    """
+    cv = _as_curves(curves)
+    g = len(cv)
+    kappa = check_costs(costs, g)
+    cap = _capacity(capacity, g)
+    low = _minimum(minimum, g, cap)
+    if flat_tol <= 0:
+        return np.zeros(g, bool)
+    a, b, c = _params(cv)
+    reach = np.minimum(cap, low + check_budget_amount(budget) / kappa)
+    with np.errstate(invalid="ignore"):
+        gain = _errors(a, b, c, low) - _errors(a, b, c, reach)
+    return (low > 0) & (gain < flat_tol)
+
+
 def oracle_allocation(true_curves: Sequence[CurveLike], costs: Any, budget: float, *, objective: str = "maxmin",
                       secondary: str = "weighted_sum", weights: Any = None, capacity: Any = None,
-                      minimum: Any = None, floor_tol: float = 1e-3) -> np.ndarray:
+                      minimum: Any = None, floor_tol: float = 1e-3, flat_tol: float = 0.0) -> np.ndarray:
     """The oracle-static baseline: the continuous optimum for the true curves, rounded.
 
     ``objective="maxmin"`` uses :func:`maxmin_optimum` (with ``secondary``),
     ``"weighted"`` uses :func:`weighted_optimum`; both with the same ``capacity`` and
-    ``minimum``; then :func:`integer_allocation` with the same objective.
+    ``minimum``; then :func:`integer_allocation` with the same objective. With ``flat_tol > 0``
+    MaxMin holds the :func:`flat_groups` at their minimum.
     """
     if objective not in ("weighted", "maxmin"):
         raise InvalidParameterError(f"The 'objective' parameter of oracle_allocation must be one of 'maxmin', "
                                     f"'weighted'. Got {objective!r} instead.")
+    if objective == "maxmin" and flat_tol > 0 and minimum is not None:
+        flat = flat_groups(true_curves, costs, budget, capacity, minimum, flat_tol)
+        g = len(flat)
+        low = _minimum(minimum, g, _capacity(capacity, g))
+        capacity = np.where(flat, low, _capacity(capacity, g))
     if objective == "maxmin":
         n_cont = maxmin_optimum(true_curves, costs, budget, secondary=secondary, weights=weights, capacity=capacity,
                                 minimum=minimum, floor_tol=floor_tol).n

@@ -23,7 +23,8 @@ import inspect
 import re
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -35,6 +36,41 @@ from curation.registry import Registered, Registry
 from curation.report_schema import NOT_SELECTED, REPORT_SCHEMA, SELECTED, PlotSpec, SummarySection, format_value
 from curation.types import Pool, Selection
 from curation.validation import check_budget, validate_params
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a filter step keeps (:meth:`Selector.keep`, used by ``select.filter``).
+
+    Attributes:
+        mask: (n,) True for the rows that go on to the next step.
+        reasons: (n,) why each dropped row was dropped (the text of kept rows is not used).
+        info: small JSON-able facts for the summary.
+    """
+
+    mask: np.ndarray
+    reasons: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Per-group quotas (:meth:`Selector.allocate`, used by ``select.allocate``).
+
+    Attributes:
+        counts: (len(group_names),) how many items each group gets.
+        held: pool positions the allocator used to measure (never selected), or None.
+        info: facts for the allocator's own summary hooks (its ``Selection.info`` form).
+        reason: ``reason(group_name, quota, size)``: the text for a row of that group.
+        finish: given the final selection's positions, ``info`` updated with what can only be
+            measured on it (e.g. the groups' errors of a proxy trained on it), or None.
+    """
+
+    counts: np.ndarray
+    held: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    reason: Callable[[str, int, int], str] | None = None
+    finish: Callable[[np.ndarray], dict[str, Any]] | None = None
 
 
 class Selector(Registered, ABC):
@@ -110,6 +146,31 @@ class Selector(Registered, ABC):
 
     @abstractmethod
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection: ...
+
+    # ---------------------------------------------------------------- composition (select.filter / allocate)
+    # A selector that can be a composed selection's ``filter`` step overrides ``keep``; one that can
+    # be its ``allocate`` step overrides ``allocate`` (curation.select.chain).
+    def keep(self, pool: Pool, *, rng: np.random.Generator) -> Kept:
+        """The rows this selector would let through as a ``select.filter`` step."""
+        raise NotImplementedError(f"{self.name!r} cannot be a select.filter step")
+
+    def allocate(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Allocation:
+        """Per-group quotas summing to at most ``budget`` as a ``select.allocate`` step."""
+        raise NotImplementedError(f"{self.name!r} cannot be a select.allocate step")
+
+    def check_step(self, step: str) -> None:
+        """Raise :class:`InvalidParameterError` when this configured selector cannot be the
+        composed selection's ``filter`` or ``allocate`` step (checked with the recipe)."""
+        if not type(self).can(step):
+            able = [n for n in Selector.registry.names() if Selector.registry.get(n, field="select.method").can(step)]
+            raise InvalidParameterError(f"select.{step}.method={self.name!r} cannot be the {step} step; "
+                                        f"methods that can: {', '.join(able)}")
+
+    @classmethod
+    def can(cls, step: str) -> bool:
+        """Whether the class overrides the hook of composed-selection step ``filter`` or ``allocate``."""
+        hook = {"filter": "keep", "allocate": "allocate"}[step]
+        return getattr(cls, hook) is not getattr(Selector, hook)
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments as stored (for manifests and ``repr``)."""
@@ -223,8 +284,12 @@ def validate_select_section(value: Any) -> SelectParams:
     """A typed ``select`` section from a mapping; an unknown method lists the known ones."""
     if isinstance(value, SelectParams):
         return value
+    if isinstance(value, dict) and "method" not in value and {"allocate", "within"} & set(value):
+        value = {"method": "chain", **value}  # a composed selection (curation.select.chain)
     if not isinstance(value, dict) or "method" not in value:
-        raise ValueError("select needs `method` and `budget`, e.g. {method: stratified, budget: 1000}")
+        raise ValueError("select needs `method` and `budget`, e.g. {method: stratified, budget: 1000}, or the "
+                         "steps of a composed selection, e.g. {budget: 1000, allocate: {method: stratified, "
+                         "mode: equal}, within: {method: kmq}}")
     try:
         cls = Selector.registry.get(value["method"], field="select.method")
     except CurationError as exc:

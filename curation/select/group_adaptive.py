@@ -25,7 +25,8 @@ final selection; plus the worst-group error, the average and the gap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,9 +43,24 @@ from curation.equity.oracle import oracle_curves
 from curation.equity.proxy import ProxyLearner
 from curation.exceptions import DataError, InvalidParameterError
 from curation.report_schema import PlotSpec, SummarySection, format_value
-from curation.select.base import Selector
+from curation.select.base import Allocation, Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An allocation and what describing it needs: ``order[g]`` is group g's seeded random order
+    (the adaptive loop bought its first items), ``finish(idx)`` the info with the errors measured
+    on the final selection ``idx``."""
+
+    counts: np.ndarray
+    cap: np.ndarray
+    held: np.ndarray | None
+    order: list[np.ndarray]
+    history: list[dict[str, Any]]
+    info: dict[str, Any]
+    finish: Callable[[np.ndarray], dict[str, Any]]
 
 
 class GroupAdaptiveSelector(Selector, name="group-adaptive"):
@@ -64,6 +80,11 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         secondary: MaxMin tie-break when a group's error floor binds: ``weighted_sum`` or ``leximin``.
         C: inverse L2 strength of the proxy logistic regression.
         oracle_rounds: re-measurements of the oracle's curves at its own allocation.
+        group_features: the proxy sees each row's group (one intercept per group); False: the
+            embeddings only.
+        flat_tol: MaxMin's flat-curve rule: a group whose fitted curve predicts that the rest of
+            the budget would lower its error by less than this (error units) is not bought for
+            while another group has room (0 turns the rule off).
         validation: without a recipe ``reference``, the share of each (group, label) stratum
             of the pool held out to measure errors (never selected).
     """
@@ -83,6 +104,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         "C": Interval(0, None, closed="neither"),
         "validation": Interval(0, 1, closed="neither"),
         "oracle_rounds": Interval(1, None, integer=True),
+        "flat_tol": Interval(0, None),
+        "group_features": TypeOf(bool),
     }
     report_columns: ClassVar[dict[str, str]] = {
         "allocation_step": "the adaptive step that bought the row (1 = pilot; 0 = not bought)",
@@ -126,7 +149,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                  mode: str = "auto", n0: int = 50, step_frac: float = 0.1, repeats: int = 1,
                  fractions: tuple[float, ...] = (0.5, 1.0),
                  explore_p: float = 0.0, secondary: str = "weighted_sum", C: float = 1.0,
-                 validation: float = 0.2, oracle_rounds: int = 3) -> None:
+                 validation: float = 0.2, oracle_rounds: int = 3, flat_tol: float = 0.005,
+                 group_features: bool = True) -> None:
         self.objective = objective
         self.allocation = allocation
         self.costs = costs
@@ -140,6 +164,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         self.C = C
         self.validation = validation
         self.oracle_rounds = oracle_rounds
+        self.flat_tol = flat_tol
+        self.group_features = group_features
 
     def _costs(self, names: tuple[str, ...]) -> np.ndarray:
         costs = dict(self.costs or {})
@@ -153,12 +179,28 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         return np.array([float(costs.get(n, 1.0)) for n in names])
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
+        plan = self._plan(pool, budget, rng)
+        idx = np.concatenate([plan.order[g][: plan.counts[g]] for g in range(len(plan.order))]).astype(np.int64)
+        info = plan.finish(idx)
+        return self._selection(pool, idx, plan.counts, plan.cap, plan.history, plan.order, info, plan.held)
+
+    def allocate(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Allocation:
+        """The planned counts as a ``select.allocate`` step. ``finish`` measures the groups'
+        errors with the proxy trained on the final (composed) selection, so the summary shows
+        the errors of what was published, not of the random draw the curves were fitted on."""
+        plan = self._plan(pool, budget, rng)
+        return Allocation(counts=plan.counts, held=plan.held, info=plan.info, finish=plan.finish,
+                          reason=lambda name, q, size: f"group-adaptive ({self.allocation}): group {name} gets "
+                                                       f"{q} of {size} items")
+
+    def _plan(self, pool: Pool, budget: int, rng: np.random.Generator) -> _Plan:
+        """Counts per group (the allocation), plus what the report needs to describe it."""
         G = len(pool.group_names)
         costs = self._costs(pool.group_names)
         if pool.labels is None:
             raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
         held = None if pool.reference is not None else holdout.validation_rows(pool, self.validation, rng)
-        learner = ProxyLearner(pool, self.C, held)
+        learner = ProxyLearner(pool, self.C, held, group_features=self.group_features)
         selectable = np.ones(len(pool), bool)
         if held is not None:
             selectable[held] = False
@@ -185,7 +227,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                                     weights=shares, n0=self.n0, step_frac=self.step_frac, repeats=self.repeats,
                                     fractions=tuple(self.fractions),
                                     mode=self.mode, explore_p=self.explore_p, shares=shares,
-                                    secondary=self.secondary, subsample="per-group")
+                                    secondary=self.secondary, subsample="per-group", flat_tol=self.flat_tol)
             counts = res.counts.astype(np.int64)
             curves = list(res.curves)
             history = res.history
@@ -210,20 +252,23 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                 # the same floor as the adaptive pilot: rounding must not leave a group empty
                 counts = oracle_allocation(usable, costs, float(budget), objective=self.objective,
                                            secondary=self.secondary, weights=shares, capacity=cap,
-                                           minimum=np.minimum(self.n0, cap))
+                                           minimum=np.minimum(self.n0, cap), flat_tol=self.flat_tol)
             counts = np.asarray(counts, dtype=np.int64)
             predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
                                   for c, n in zip(curves, counts)])
-        idx = np.concatenate([order[g][: counts[g]] for g in range(G)]).astype(np.int64)
-        measured = learner.errors(idx)
         info["validation_rows"] = len(learner.y_ref) if held is None else len(held)
-        return self._selection(pool, idx, counts, cap, costs, curves, predicted, measured, history, order, info,
-                               held)
 
-    def _selection(self, pool: Pool, idx: np.ndarray, counts: np.ndarray, cap: np.ndarray, costs: np.ndarray,
-                   curves: list, predicted: np.ndarray, measured: np.ndarray, history: list, order: list,
-                   info: dict[str, Any], held: np.ndarray | None) -> Selection:
-        names = pool.group_names
+        def finish(idx: np.ndarray) -> dict[str, Any]:
+            measured = learner.errors(idx)
+            return {**info, "equity": self._equity(pool.group_names, counts, cap, costs, curves, predicted,
+                                                   measured, history)}
+
+        return _Plan(counts=counts, cap=cap, held=held, order=order, history=history, info=info, finish=finish)
+
+    def _equity(self, names: tuple[str, ...], counts: np.ndarray, cap: np.ndarray, costs: np.ndarray, curves: list,
+                predicted: np.ndarray, measured: np.ndarray, history: list) -> dict[str, Any]:
+        """``info["equity"]``: per group the count, the fitted curve, the predicted and the measured
+        error; the worst group, the average and the gap of the measured errors."""
         n_sel = max(int(counts.sum()), 1)
         groups = []
         for g, name in enumerate(names):
@@ -234,7 +279,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                            "predicted_error": None if not np.isfinite(predicted[g]) else round(float(predicted[g]), 4),
                            "measured_error": None if not np.isfinite(measured[g]) else round(float(measured[g]), 4)})
         finite = measured[np.isfinite(measured)]
-        info["equity"] = {
+        return {
             "objective": self.objective, "allocation": self.allocation, "groups": groups,
             "curves": {names[g]: {k: float(c[k]) for k in ("a", "b", "c")} for g, c in enumerate(curves) if c},
             "worst_group_error": round(float(finite.max()), 4) if len(finite) else None,
@@ -242,8 +287,12 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             "gap": round(float(finite.max() - finite.min()), 4) if len(finite) else None,
             "short_groups": [names[g] for g in range(len(names)) if counts[g] >= cap[g] > 0],
             "history": [{k: v for k, v in h.items() if k in ("step", "action", "group", "spent")} for h in history],
+            "worst_group": names[int(np.nanargmax(measured))] if len(finite) else None,
         }
-        info["equity"]["worst_group"] = (names[int(np.nanargmax(measured))] if len(finite) else None)
+
+    def _selection(self, pool: Pool, idx: np.ndarray, counts: np.ndarray, cap: np.ndarray, history: list,
+                   order: list, info: dict[str, Any], held: np.ndarray | None) -> Selection:
+        names = pool.group_names
         # the adaptive step that bought each item: the first step whose counts cover its position
         step = np.zeros(len(pool), np.int64)
         if history:

@@ -15,13 +15,11 @@ it has and the shortfall is redistributed to the others (see :mod:`curation.allo
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from curation.allocation import allocate
 from curation.exceptions import InvalidParameterError
-from curation.select.base import Selector
+from curation.select.base import Allocation, Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options, TypeOf
 
@@ -80,6 +78,15 @@ class StratifiedSelector(Selector, name="stratified"):
         """Per-group counts that sum to ``budget`` (see the module docstring)."""
         return allocate(self._weights(pool), budget, pool.group_sizes(), self.min_per_group)
 
+    def allocate(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Allocation:
+        """The quotas as a ``select.allocate`` step (no randomness: ``rng`` is unused)."""
+        counts = self.quotas(pool, budget)
+        ideal = allocate(self._weights(pool), budget, np.full(len(counts), budget), self.min_per_group)
+        info = {"quotas": {name: int(q) for name, q in zip(pool.group_names, counts)},
+                "short_groups": [name for name, i, s in zip(pool.group_names, ideal, pool.group_sizes()) if i > s]}
+        return Allocation(counts=counts, info=info,
+                          reason=lambda name, q, size: f"stratified ({self.mode}): group {name!r} quota {q} of {size}")
+
     def _weights(self, pool: Pool) -> np.ndarray:
         sizes = pool.group_sizes()
         if self.mode == "proportional":
@@ -116,10 +123,5 @@ class StratifiedSelector(Selector, name="stratified"):
             mask = pool.groups == g
             reasons[mask & chosen] = f"stratified ({self.mode}): drawn for group {name!r}, quota {q} of {s}"
             reasons[mask & ~chosen] = f"stratified ({self.mode}): not drawn, group {name!r} quota {q} of {s} filled"
-        # Groups that could not fill the quota they would get with unlimited rows ("gave all it had").
-        ideal = allocate(self._weights(pool), budget, np.full(len(sizes), budget), self.min_per_group)
-        info: dict[str, Any] = {
-            "quotas": {name: int(q) for name, q in zip(pool.group_names, quotas)},
-            "short_groups": [name for name, i, s in zip(pool.group_names, ideal, sizes) if i > s],
-        }
-        return Selection(indices=idx, reasons=reasons, info=info)
+        # short_groups: those that could not fill the quota they would get with unlimited rows
+        return Selection(indices=idx, reasons=reasons, info=self.allocate(pool, budget, rng=rng).info)

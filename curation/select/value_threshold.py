@@ -17,7 +17,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from curation.select.base import Selector
+from curation.exceptions import InvalidParameterError
+from curation.select.base import Kept, Selector
 from curation.types import Pool, Selection
 from curation.validation import Interval, Options
 
@@ -61,8 +62,45 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
                                f"value-threshold: value below the cut-off {cutoff:.4g}")
             return Selection(indices=idx.astype(np.int64), reasons=reasons.astype(object), scores=v,
                              info={"cutoff": float(cutoff)})
+        kept = self._drop(v, rank)
+        dropped = ~kept.mask
+        below = kept.info.pop("_below")
+        keep = np.flatnonzero(kept.mask)
+        idx = rng.permutation(keep)[:budget]
+        chosen = np.zeros(n, bool)
+        chosen[idx] = True
+        why = kept.reasons
+        why[chosen] = "value-threshold: kept, drawn uniformly from the items not dropped"
+        why[~dropped & ~chosen] = "value-threshold: kept, not drawn (budget reached)"
+        codes = np.where(chosen, "selected", np.where(~dropped, "budget_reached",
+                                                      np.where(below, "below_threshold", "lowest_fraction")))
+        return Selection(indices=idx.astype(np.int64), reasons=why, scores=v, reason_codes=codes.astype(object),
+                         info=kept.info)
+
+    def check_step(self, step: str) -> None:
+        super().check_step(step)
+        if self.mode != "drop":
+            raise InvalidParameterError(f"select.filter: value-threshold filters in mode 'drop', not {self.mode!r}; "
+                                        "set select.filter.mode: drop")
+
+    def keep(self, pool: Pool, *, rng: np.random.Generator) -> Kept:
+        """``drop`` mode as a ``select.filter`` step: the rows not dropped (ties at random)."""
+        self.check_step("filter")
+        v = pool.require_values("select.filter (value-threshold)")
+        order = np.lexsort((rng.random(len(pool)), -v))
+        rank = np.empty(len(pool), np.int64)
+        rank[order] = np.arange(len(pool))
+        kept = self._drop(v, rank)
+        kept.info.pop("_below")
+        return kept
+
+    def _drop(self, v: np.ndarray, rank: np.ndarray) -> Kept:
+        """Drop mode's rule given the values and their descending rank: below ``threshold``, then
+        the ``drop_fraction`` lowest ranks."""
+        n = len(v)
         dropped = np.zeros(n, bool)
         why = np.full(n, "", dtype=object)
+        below = np.zeros(n, bool)
         if self.threshold is not None:
             below = v < self.threshold
             dropped |= below
@@ -71,13 +109,5 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         lowest = rank >= n - n_low
         why[lowest & ~dropped] = f"value-threshold: dropped, among the lowest {self.drop_fraction:.0%} by value"
         dropped |= lowest
-        keep = np.flatnonzero(~dropped)
-        idx = rng.permutation(keep)[:budget]
-        chosen = np.zeros(n, bool)
-        chosen[idx] = True
-        why[chosen] = "value-threshold: kept, drawn uniformly from the items not dropped"
-        why[~dropped & ~chosen] = "value-threshold: kept, not drawn (budget reached)"
-        codes = np.where(chosen, "selected", np.where(~dropped, "budget_reached", np.where(
-            below if self.threshold is not None else False, "below_threshold", "lowest_fraction")))
-        return Selection(indices=idx.astype(np.int64), reasons=why, scores=v, reason_codes=codes.astype(object),
-                         info={"dropped": int(dropped.sum()), "survivors": len(keep)})
+        return Kept(mask=~dropped, reasons=why,
+                    info={"dropped": int(dropped.sum()), "survivors": int(n - dropped.sum()), "_below": below})

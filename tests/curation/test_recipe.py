@@ -106,7 +106,7 @@ def test_recipe_hash_ignores_key_order_and_comments(tmp_path):
 
 
 @pytest.mark.parametrize("override,match", [
-    (["select.method=qaud"], r"select = .*select\.method='qaud' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\."),
+    (["select.method=qaud"], r"select = .*select\.method='qaud' is not a known selector\. Known: chain, group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\."),
     (["select.mode=eqaul"], r"The 'mode' parameter of StratifiedSelector must be one of 'equal', 'proportional', 'shares'\. Got 'eqaul'"),
     (["select.mood=equal"], r"select\.mood is not a setting of method 'stratified'"),
     (["cluster.kk=3"], r"cluster\.kk: unknown field \(value 3\)"),

@@ -95,7 +95,7 @@ def test_duplicate_ids_name_examples(project, capsys):
 
 
 def test_unknown_selector_lists_known_ones(project, capsys):
-    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"select\.method='magic' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\.")
+    fails(capsys, ["build", project(), "--set", "select.method=magic"], r"select\.method='magic' is not a known selector\. Known: chain, group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold\.")
 
 
 def test_unknown_connector_kind(project, capsys):

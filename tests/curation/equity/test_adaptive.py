@@ -129,3 +129,38 @@ def test_invalid_inputs(kwargs, error, message):
     args.update(kwargs)
     with pytest.raises(error, match=message):
         adaptive_allocate(args.pop("capacity"), args.pop("costs"), args.pop("budget"), **args)
+
+
+# A flat, high curve (b near 0: 5,000 more items lower it by < 0.002) beside two that learn.
+FLAT = [PowerLaw(0.4, 0.0005, 0.0), PowerLaw(1.0, 0.5, 0.05), PowerLaw(2.0, 0.5, 0.05)]
+
+
+@pytest.mark.parametrize("mode", ["replan", "gradient"])
+def test_maxmin_stops_buying_a_group_whose_curve_is_flat(mode):
+    cap = np.array([3000, np.inf, np.inf])
+    off = adaptive_allocate(cap, [1, 1, 1], 3000, evaluate=synthetic(FLAT), rng=0, n0=50, step_frac=0.05,
+                            repeats=1, mode=mode, flat_tol=0.0)
+    on = adaptive_allocate(cap, [1, 1, 1], 3000, evaluate=synthetic(FLAT), rng=0, n0=50, step_frac=0.05,
+                           repeats=1, mode=mode, flat_tol=0.005)
+    assert off.counts[0] > 1000  # without the rule MaxMin pours the budget into the flat, worst group
+    assert on.counts[0] == 50 and on.counts.sum() == 3000  # with it: the pilot only, the rest elsewhere
+    assert any(0 in h.get("flat", []) for h in on.history[1:])
+    # what the rule gives up on the flat group is tiny; what it buys for the others is not
+    err_on, err_off = group_errors(FLAT, on.counts), group_errors(FLAT, off.counts)
+    assert err_on[0] - err_off[0] < 0.005
+    assert (err_off[1:] - err_on[1:]).max() > 0.005
+
+
+def test_oracle_holds_a_flat_group_at_its_minimum():
+    with_rule = oracle_allocation(FLAT, [1, 1, 1], 3000, capacity=[3000, np.inf, np.inf], minimum=[50, 50, 50],
+                                  flat_tol=0.005)
+    without = oracle_allocation(FLAT, [1, 1, 1], 3000, capacity=[3000, np.inf, np.inf], minimum=[50, 50, 50])
+    assert with_rule[0] == 50 and with_rule.sum() == 3000
+    assert without[0] > 1000
+
+
+def test_a_group_without_data_is_never_flat():
+    from curation.equity.static import flat_groups
+
+    assert flat_groups(FLAT, [1, 1, 1], 3000, minimum=[0, 50, 50]).tolist() == [False, False, False]
+    assert flat_groups(FLAT, [1, 1, 1], 3000, minimum=[50, 50, 50], flat_tol=0.0).tolist() == [False] * 3

@@ -10,6 +10,7 @@ import pytest
 
 from curation.exceptions import InvalidParameterError
 from curation.select import (
+    ChainSelector,
     GroupAdaptiveSelector,
     IterativeKMQSelector,
     KMQSelector,
@@ -41,6 +42,10 @@ ALL_SELECTORS = [
     ValueThresholdSelector(mode="drop", threshold=None),  # nothing dropped, so the budget fills
     GroupAdaptiveSelector(allocation="equal", validation=0.01),  # tiny strata: nothing held out
     GroupAdaptiveSelector(allocation="proportional", validation=0.01),
+    ChainSelector(allocate={"method": "stratified", "mode": "equal"}, within={"method": "kmq"}),
+    ChainSelector(filter={"method": "value-threshold", "mode": "drop", "threshold": None},
+                  allocate={"method": "stratified"}, within={"method": "random"}),
+    ChainSelector(within={"method": "kmq-iterative", "rounds": 2}),
 ]
 
 
@@ -96,7 +101,7 @@ def test_does_not_mutate_the_pool(selector, toy_pool):
 
 
 def test_unknown_method_lists_the_known_ones():
-    with pytest.raises(InvalidParameterError, match=r"select\.method='qaud' is not a known selector\. Known: group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold"):
+    with pytest.raises(InvalidParameterError, match=r"select\.method='qaud' is not a known selector\. Known: chain, group-adaptive, kmq, kmq-iterative, quad, random, stratified, value-threshold"):
         build_selector("qaud")
 
 
