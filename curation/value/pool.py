@@ -120,6 +120,8 @@ class TmcShapley(_ModelBased, name="tmc-shapley"):
                                    "this close (relative) to the full set's")
     truncation_patience: int = Field(default=5, ge=0, description="... for this many items in a row")
     conv_rtol: float = Field(default=0.05, ge=0, description="stop when the values move less than this (relative)")
+    stderr_tol: float = Field(default=0.0, ge=0, description="or stop when every value's standard error is at most "
+                              "this (utility units, e.g. 0.001 of accuracy; 0: off)")
 
     def draws(self) -> int:
         return self.max_permutations
@@ -127,7 +129,8 @@ class TmcShapley(_ModelBased, name="tmc-shapley"):
     def _run(self, X, y, X_val, y_val, groups, *, rng, map_fn, n_jobs, batch):
         return tmc_shapley(ModelUtility(X, y, X_val, y_val), max_permutations=self.max_permutations,
                            truncation_rtol=self.truncation_rtol, truncation_patience=self.truncation_patience,
-                           conv_rtol=self.conv_rtol, groups=groups, rng=rng, map_fn=map_fn, n_jobs=n_jobs, batch=batch)
+                           conv_rtol=self.conv_rtol, stderr_tol=self.stderr_tol, groups=groups, rng=rng,
+                           map_fn=map_fn, n_jobs=n_jobs, batch=batch)
 
 
 class GShapley(_ModelBased, name="g-shapley"):

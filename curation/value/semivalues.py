@@ -181,6 +181,29 @@ class _Convergence:
         return done
 
 
+class _StandardError:
+    """Stop when every value's standard error is at most ``tol`` (absolute, in utility units):
+    ``max_i sd_i / sqrt(t) ≤ tol`` once ``t ≥ min_samples``, with ``sd_i`` the sample standard
+    deviation of point i's marginals (docs/methods/valuation.md#stopping-rules). Unlike the
+    relative-change criterion it is not fooled by values near 0, whose relative changes stay
+    large however long the run. ``tol = 0`` disables it."""
+
+    def __init__(self, tol: float, min_samples: int) -> None:
+        self.tol, self.min_samples = tol, min_samples
+        self.last: float = math.nan
+
+    def update(self, stats: dict[str, np.ndarray]) -> bool:
+        if self.tol <= 0:
+            return False
+        t = stats["count"]
+        if t.min() < max(self.min_samples, 2):
+            return False
+        mean = stats["sum"] / t
+        var = np.maximum(stats["sum_sq"] / t - mean * mean, 0.0) * t / (t - 1)
+        self.last = float(np.sqrt(var / t).max())
+        return self.last <= self.tol
+
+
 def _new_stats(n: int, previous: ValuationResult | None) -> dict[str, np.ndarray]:
     if previous is None:
         return {"sum": np.zeros(n), "sum_sq": np.zeros(n), "count": np.zeros(n, np.int64)}
@@ -235,7 +258,7 @@ def tmc_shapley(
     utility: Utility, *, max_permutations: int, truncation_rtol: float = 0.01, truncation_patience: int = 5,
     conv_window: int = 100, conv_rtol: float = 0.05, groups: Sequence[np.ndarray | Sequence[int]] | None = None,
     batch: int = 100, n_jobs: int = 1, rng: np.random.Generator, map_fn: MapFn | None = None,
-    previous: ValuationResult | None = None,
+    previous: ValuationResult | None = None, stderr_tol: float = 0.0,
 ) -> ValuationResult:
     """Truncated Monte Carlo Shapley (Ghorbani & Zou 2019, Algorithm 1; docs/methods/valuation.md#tmc-shapley).
 
@@ -255,7 +278,9 @@ def tmc_shapley(
     criterion ``(1/n)·Σ_i |φ_i^t − φ_i^{t−w}| / |φ_i^t| < conv_rtol`` holds (w =
     ``conv_window``; checked after every permutation once t > w; ``conv_rtol = 0`` turns it
     off). A resumed run checks it only after w new permutations (older running means are not
-    stored in the result).
+    stored in the result). Or, with ``stderr_tol > 0``, when every value's standard error is at
+    most ``stderr_tol`` after at least ``conv_window`` permutations (:class:`_StandardError`):
+    the criterion to use when many values are near 0, where the relative one never settles.
 
     Args:
         utility: the game; ``utility.n`` points.
@@ -282,6 +307,7 @@ def tmc_shapley(
     _check(func, "truncation_patience", truncation_patience, Interval(0, None, integer=True))
     _check(func, "conv_window", conv_window, Interval(1, None, integer=True))
     _check(func, "conv_rtol", conv_rtol, Interval(0, None))
+    _check(func, "stderr_tol", stderr_tol, Interval(0, None))
     players = _players(utility, groups)
     n = players.n
     _check_previous(func, func, previous, n)
@@ -300,6 +326,8 @@ def tmc_shapley(
                 "truncated": int(previous.info.get("truncated_marginals", 0)) if previous is not None else 0,
                 "done": done}
     conv = _Convergence(int(conv_window), float(conv_rtol))
+    se_rule = _StandardError(float(stderr_tol), int(conv_window))
+    stopped_by: list[str] = []
 
     def consume(out: dict[str, np.ndarray]) -> bool:
         for row, trunc, calls in zip(out["rows"], out["truncated"], out["calls"]):
@@ -310,6 +338,10 @@ def tmc_shapley(
             counters["calls"] += int(calls)
             counters["truncated"] += int(trunc)
             if conv.update(stats["sum"] / stats["count"]):
+                stopped_by.append("relative_change")
+                return True
+            if se_rule.update(stats):
+                stopped_by.append("stderr")
                 return True
         return False
 
@@ -320,9 +352,10 @@ def tmc_shapley(
         "permutations": counters["done"], "converged": converged,
         "stop_reason": "converged" if converged else "max_permutations",
         "utility_calls": counters["calls"], "truncated_marginals": counters["truncated"],
-        "convergence": conv.last, "u_full": u_full, "u_empty": u_empty,
+        "convergence": conv.last, "stderr_max": se_rule.last, "converged_by": stopped_by[0] if stopped_by else None,
+        "u_full": u_full, "u_empty": u_empty,
         "truncation_rtol": truncation_rtol, "truncation_patience": truncation_patience,
-        "conv_window": conv_window, "conv_rtol": conv_rtol,
+        "conv_window": conv_window, "conv_rtol": conv_rtol, "stderr_tol": stderr_tol,
         "groups": None if groups is None else len(groups), "truncation_near_empty": near_empty,
     }
     return ValuationResult._from_stats(stats, method=func, info=info)

@@ -385,3 +385,16 @@ def test_tmc_warns_when_full_data_is_within_the_truncation_tolerance_of_empty():
     with pytest.warns(UserWarning, match="within truncation_rtol=0.01"):
         res = tmc_shapley(NearEmpty(6), max_permutations=5, conv_rtol=0, rng=np.random.default_rng(0))
     assert res.info["truncation_near_empty"] is True
+
+
+@pytest.mark.parametrize("tol", [4.0, 2.0])
+def test_tmc_on_the_three_player_game_stops_when_every_stderr_is_below_the_tolerance(tol, seed):
+    result = tmc_shapley(GameUtility(GAME3), max_permutations=50_000, truncation_rtol=0, conv_rtol=0,
+                         stderr_tol=tol, conv_window=50, batch=16, rng=np.random.default_rng(seed))
+    assert result.info["converged"] and result.info["converged_by"] == "stderr"
+    assert result.info["stderr_max"] <= tol and result.stderr.max() == pytest.approx(result.info["stderr_max"])
+    # it stopped at the first permutation that met the rule: sd(marginal of 0) = sqrt(26100) by hand
+    t = result.info["permutations"]
+    assert t < 50_000 and abs(t - 26100 / tol**2) < 0.2 * 26100 / tol**2
+    assert (np.abs(result.values - SHAPLEY3) < 4 * tol).all()
+
