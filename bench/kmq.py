@@ -13,9 +13,10 @@ on each selection and scored on the held-out set. Methods:
 * random; stratified (equal quotas per language group: what a careful human would do without
   embeddings); kM-Random (kmq, constant quality); kMQ with quality = normalised length and with
   quality = knn-agreement of labels (T = 0.2); iterative kMQ (3 rounds, proxy-loss feedback,
-  knn-agreement quality);
+  knn-agreement quality); and the composed selection (``chain``): per-language quotas (the pool's
+  mix, at least 20 per language) each filled by iterative kMQ inside the language;
 
-Reported per method: held-out accuracy and worst-class accuracy (mean ± std over seeds), the
+Reported per method: held-out accuracy, worst-class and worst-language accuracy (mean ± std over seeds), the
 Vendi score (q = 1, cosine) of the selection, and wall time. Results: bench/results/kmq.md.
 """
 
@@ -51,6 +52,11 @@ METHODS = {
     "kMQ (knn-agreement)": ("kmq", {"quality": {"name": "knn-agreement", "k": 10}, "temperature": 0.2}),
     "kMQ-iterative (3 rounds)": ("kmq-iterative", {"rounds": 3, "quality": {"name": "knn-agreement", "k": 10},
                                                    "temperature": 0.2, "feedback": {"name": "proxy-loss", "folds": 3}}),
+    # composed: the pool's language mix with a floor for every language, kMQ-iterative inside each
+    "chain: stratified (lang, proportional, min 20) -> kMQ-iterative": ("chain", {
+        "allocate": {"method": "stratified", "mode": "proportional", "min_per_group": 20},
+        "within": {"method": "kmq-iterative", "rounds": 3, "quality": {"name": "knn-agreement", "k": 10},
+                   "temperature": 0.2, "feedback": {"name": "proxy-loss", "folds": 3}}}),
 }
 
 
@@ -65,14 +71,17 @@ def load(tasks: int, cache_dir: Path) -> tuple[pl.DataFrame, np.ndarray]:
     return df, X
 
 
-def evaluate(Xtr, ytr, Xte, yte) -> tuple[float, float]:
+def evaluate(Xtr, ytr, Xte, yte, gte) -> tuple[float, float, float]:
+    """Held-out accuracy, worst-class accuracy, and worst-language accuracy (languages with >= 20
+    test rows)."""
     from sklearn.linear_model import RidgeClassifier
 
     clf = RidgeClassifier(alpha=1.0).fit(Xtr, ytr)
     pred = clf.predict(Xte)
     acc = float((pred == yte).mean())
     per_class = [float((pred[yte == c] == c).mean()) for c in np.unique(yte)]
-    return acc, min(per_class)
+    per_lang = [float((pred[gte == g] == yte[gte == g]).mean()) for g in np.unique(gte) if (gte == g).sum() >= 20]
+    return acc, min(per_class), min(per_lang)
 
 
 def main() -> int:
@@ -101,23 +110,26 @@ def main() -> int:
     pool = Pool(ids=np.arange(len(pool_idx)).astype(str), embeddings=Xp, groups=codes, group_names=tuple(names),
                 clusters=km.labels_, labels=yp, texts=df["text"].to_numpy()[pool_idx].astype(object))
     budget = int(round(args.fraction * len(pool)))
-    full_acc, full_worst = evaluate(Xp, yp, X[test], y[test])
+    lang_test = df["lang"].to_numpy().astype(str)[test]
+    full_acc, full_worst, full_lang = evaluate(Xp, yp, X[test], y[test], lang_test)
     print(f"pool {len(pool)}, test {int(test.sum())}, {len(np.unique(y))} classes, budget {budget}, "
           f"k={args.k} (silhouette {sil:.3f}); full-pool accuracy {full_acc:.4f}", flush=True)
 
     rows = []
     for label, (method, params) in METHODS.items():
-        accs, worsts, vendis, secs = [], [], [], []
+        accs, worsts, langs_, vendis, secs = [], [], [], [], []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             sel = build_selector(method, **params).select(pool, budget, rng=np.random.default_rng(seed))
             secs.append(time.perf_counter() - t0)
-            acc, worst = evaluate(Xp[sel.indices], yp[sel.indices], X[test], y[test])
+            acc, worst, worst_lang = evaluate(Xp[sel.indices], yp[sel.indices], X[test], y[test], lang_test)
             accs.append(acc)
             worsts.append(worst)
+            langs_.append(worst_lang)
             vendis.append(vendi_score(Xp[sel.indices]))
         rows.append({"method": label, "accuracy": f"{np.mean(accs):.4f} ± {np.std(accs):.4f}",
                      "worst-class acc": f"{np.mean(worsts):.4f} ± {np.std(worsts):.4f}",
+                     "worst-lang acc": f"{np.mean(langs_):.4f} ± {np.std(langs_):.4f}",
                      "Vendi (q=1)": f"{np.mean(vendis):.2f}", "select s": f"{np.mean(secs):.2f}",
                      "_acc": float(np.mean(accs))})
         print(rows[-1], flush=True)
@@ -125,10 +137,10 @@ def main() -> int:
     order = {r["method"]: r["_acc"] for r in rows}
     chain = ["random", "kM-Random", "kMQ (knn-agreement)", "kMQ-iterative (3 rounds)"]
     holds = all(order[a] <= order[b] + 1e-12 for a, b in zip(chain, chain[1:]))
-    table = ["| method | held-out accuracy | worst-class accuracy | Vendi (q=1) | select s |",
-             "|---|---:|---:|---:|---:|"]
-    table += [f"| {r['method']} | {r['accuracy']} | {r['worst-class acc']} | {r['Vendi (q=1)']} | {r['select s']} |"
-              for r in rows]
+    table = ["| method | held-out accuracy | worst-class accuracy | worst-language accuracy | Vendi (q=1) | select s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    table += [f"| {r['method']} | {r['accuracy']} | {r['worst-class acc']} | {r['worst-lang acc']} "
+              f"| {r['Vendi (q=1)']} | {r['select s']} |" for r in rows]
     md = [
         "# kMQ benchmark: selection quality on real labelled text",
         "",
@@ -142,7 +154,8 @@ def main() -> int:
         f"(spherical; sampled silhouette {sil:.3f})",
         f"- budget: {budget} ({args.fraction:.0%} of the pool); classifier: ridge (alpha 1) on the embeddings; "
         f"{args.seeds} seeds",
-        f"- the whole pool as training set: accuracy {full_acc:.4f}, worst class {full_worst:.4f}",
+        f"- the whole pool as training set: accuracy {full_acc:.4f}, worst class {full_worst:.4f}, worst language "
+        f"{full_lang:.4f} (languages with >= 20 test rows)",
         "",
         *table,
         "",
