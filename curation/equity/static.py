@@ -615,23 +615,35 @@ def oracle_allocation(true_curves: Sequence[CurveLike], costs: Any, budget: floa
     ``objective="maxmin"`` uses :func:`maxmin_optimum` (with ``secondary``),
     ``"weighted"`` uses :func:`weighted_optimum`; both with the same ``capacity`` and
     ``minimum``; then :func:`integer_allocation` with the same objective. With ``flat_tol > 0``
-    MaxMin holds the :func:`flat_groups` at their minimum.
+    MaxMin holds the :func:`flat_groups` at their minimum while the other groups have room;
+    budget they cannot take, or all of it when every group is flat, is spent by the weighted
+    objective.
     """
     if objective not in ("weighted", "maxmin"):
         raise InvalidParameterError(f"The 'objective' parameter of oracle_allocation must be one of 'maxmin', "
                                     f"'weighted'. Got {objective!r} instead.")
+    full_capacity = capacity
     if objective == "maxmin" and flat_tol > 0 and minimum is not None:
         flat = flat_groups(true_curves, costs, budget, capacity, minimum, flat_tol)
-        g = len(flat)
-        low = _minimum(minimum, g, _capacity(capacity, g))
-        capacity = np.where(flat, low, _capacity(capacity, g))
+        if flat.all():  # MaxMin has nothing to gain anywhere: spend by the weighted objective, as the adaptive loop
+            objective = "weighted"
+        else:
+            g = len(flat)
+            low = _minimum(minimum, g, _capacity(capacity, g))
+            capacity = np.where(flat, low, _capacity(capacity, g))
     if objective == "maxmin":
         n_cont = maxmin_optimum(true_curves, costs, budget, secondary=secondary, weights=weights, capacity=capacity,
                                 minimum=minimum, floor_tol=floor_tol).n
     else:
         n_cont = weighted_optimum(true_curves, costs, budget, weights, capacity=capacity, minimum=minimum)
-    return integer_allocation(n_cont, true_curves, costs, budget, objective=objective, capacity=capacity,
-                              minimum=minimum, weights=weights, floor_tol=floor_tol)
+    n = integer_allocation(n_cont, true_curves, costs, budget, objective=objective, capacity=capacity,
+                           minimum=minimum, weights=weights, floor_tol=floor_tol)
+    if capacity is not full_capacity:
+        # the groups that are not flat may be full: what they cannot take goes to the flat groups by the
+        # weighted objective, as in the adaptive loop (never a budget left unspent for the rule's sake)
+        n = integer_allocation(n, true_curves, costs, budget, objective="weighted", capacity=full_capacity,
+                               minimum=n, weights=weights, floor_tol=floor_tol)
+    return n
 
 
 # --------------------------------------------------------------------------------------------

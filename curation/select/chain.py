@@ -167,17 +167,16 @@ class ChainSelector(Selector, name="chain"):
         groups_table = []
         within_info: dict[str, Any] = {}
         for (g, members), child in zip(units, children):
-            q = budget if g is None else int(min(counts[g], len(members)))
+            q = int(min(budget if g is None else counts[g], len(members)))
             rows = alive[members]
             quota_of[rows] = q
             head = "within" if g is None else f"allocate: {describe(names[g], q, len(members))}"
-            if g is not None and (q == 0 or q >= len(members)):  # the allocation decided the whole group
+            if q == 0 or q >= len(members):  # nothing to choose: the group is taken whole or gets nothing
                 got = members[:q]
-                take = np.zeros(len(members), bool)
-                take[:q] = True
-                text = "every item of the group taken" if q else "the group gets no items"
+                text = ("every item that passed the filter taken" if g is None else
+                        "every item of the group taken" if q else "the group gets no items")
                 reasons[rows] = [f"{head}; {text}"] * len(rows)
-                decided[rows] = "allocate"
+                decided[rows] = "within" if g is None else "allocate"
             else:
                 sel = within.select(sub.take(members), q, rng=child)
                 got = members[sel.indices]

@@ -164,3 +164,14 @@ def test_a_group_without_data_is_never_flat():
 
     assert flat_groups(FLAT, [1, 1, 1], 3000, minimum=[0, 50, 50]).tolist() == [False, False, False]
     assert flat_groups(FLAT, [1, 1, 1], 3000, minimum=[50, 50, 50], flat_tol=0.0).tolist() == [False] * 3
+
+
+def test_when_every_group_is_flat_the_oracle_still_spends_the_budget():
+    flat3 = [PowerLaw(0.4, 0.0005, 0.0), PowerLaw(0.3, 0.0004, 0.0), PowerLaw(0.2, 0.0003, 0.0)]
+    n = oracle_allocation(flat3, [1, 1, 1], 3000, capacity=[5000] * 3, minimum=[50] * 3, flat_tol=0.005)
+    assert n.sum() == 3000 and (n >= 50).all()
+
+
+def test_budget_the_learning_groups_cannot_take_goes_to_the_flat_group():
+    n = oracle_allocation(FLAT, [1, 1, 1], 3000, capacity=[3000, 400, 400], minimum=[50, 50, 50], flat_tol=0.005)
+    assert n.tolist()[1:] == [400, 400] and n.sum() == 3000

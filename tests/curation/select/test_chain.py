@@ -150,3 +150,12 @@ def test_a_recipe_without_method_but_with_steps_is_a_chain_and_bad_steps_fail_in
     for steps, message in bad:
         with pytest.raises(curation.RecipeError, match=message):
             curation.load_recipe({**base, "select": {"budget": 10, **steps}})
+
+
+def test_a_filter_that_leaves_fewer_rows_than_the_budget_gives_all_survivors_and_no_dropped_row():
+    pool = blob_pool()
+    chain = build_selector("chain", filter={"method": "value-threshold", "mode": "drop", "threshold": None,
+                                            "drop_fraction": 0.9}, within={"method": "kmq"})
+    sel = chain.select(pool, 150, rng=np.random.default_rng(0))
+    survivors = np.flatnonzero(sel.reason_codes != "filtered")
+    assert len(survivors) == 100 and sorted(sel.indices.tolist()) == survivors.tolist()
