@@ -300,12 +300,15 @@ def main() -> int:
     ap.add_argument("--datasets", default="adult,compas")
     ap.add_argument("--adult-budgets", default="2000,5000,10000")
     ap.add_argument("--compas-budgets", default="1000,2000,3000")
+    ap.add_argument("--group-features", type=int, default=1, help="1: the group-aware proxy (default), 0: shared")
+    ap.add_argument("--flat-tol", type=float, default=0.005, help="the MaxMin flat-curve rule (0: off)")
     ap.add_argument("--quick", action="store_true", help="1 seed, the smallest budget of each dataset (~2 min)")
     ap.add_argument("--out", default=None, help="default bench/results/equity.md (out/equity_quick.md with --quick)")
     args = ap.parse_args()
     budgets = {"adult": [int(b) for b in args.adult_budgets.split(",")],
                "compas": [int(b) for b in args.compas_budgets.split(",")]}
     seeds = args.seeds
+    SELECTOR.update(group_features=bool(args.group_features), flat_tol=args.flat_tol)
     if args.quick:
         seeds = 1
         budgets = {k: v[:1] for k, v in budgets.items()}
@@ -335,8 +338,8 @@ def main() -> int:
         "allocation of a seed sees the same split and rng)",
         f"- selector: `group-adaptive`, objective maxmin, step_frac {SELECTOR['step_frac']}, repeats "
         f"{SELECTOR['repeats']}, proxy C {SELECTOR['C']}, oracle_rounds {SELECTOR['oracle_rounds']}, n0 per dataset "
-        "below; all fixed before any run (library defaults, including the group-aware proxy and the flat-curve "
-        "rule flat_tol 0.005; n0 = 50 for Adult, 30 for COMPAS so the pilot is at most ~25% of the smallest "
+        f"below, group_features {SELECTOR['group_features']}, flat_tol {SELECTOR['flat_tol']}; all fixed before "
+        "any run (library defaults; n0 = 50 for Adult, 30 for COMPAS so the pilot is at most ~25% of the smallest "
         "budget); proportional = pool shares; the selector measures group errors on the validation set only",
         f"- composed: `select: {{allocate: {{method: group-adaptive, allocation: adaptive, ...the same keys}}, "
         f"within: {{method: kmq}}}}` over k-means (k = {K}) clusters of the pool's encoded features: the "
