@@ -6,8 +6,8 @@ curve (docs/methods/group-adaptive.md#the-proxy-learner).
 
 Group-aware (the default): each row's features are its vector followed by the one-hot code of
 its group, so the model has one intercept per group. A group-unaware proxy has to fit every
-group with one intercept; a group it cannot fit shows a flat learning curve, which is why the
-equity benchmark's curves were mostly flat.
+group with one intercept, and a group whose labels sit differently on the same features then
+shows a flat learning curve however much of it is bought.
 """
 
 from __future__ import annotations
