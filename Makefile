@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache bench-scale lock clean
+.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache bench-scale bench-tmc lock clean
 
 setup: $(VENV)/.installed
 
@@ -90,6 +90,11 @@ BENCH_VPY := .venv-bench/bin/python
 		--override /tmp/curation-bench-override.txt
 	$(UV) pip install --quiet --python $(BENCH_VPY) --no-deps -e .
 	@touch $@
+
+# TMC-Shapley at n = 500 until its standard-error rule stops it (bench/results/tmc_convergence.md)
+bench-tmc: setup
+	$(VPY) infra/data/fetch_valuation.py
+	$(VPY) bench/tmc_convergence.py
 
 bench-valuation: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py
