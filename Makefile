@@ -92,9 +92,9 @@ BENCH_VPY := .venv-bench/bin/python
 	@touch $@
 
 # TMC-Shapley at n = 500 until its standard-error rule stops it (bench/results/tmc_convergence.md)
-bench-tmc: setup
-	$(VPY) infra/data/fetch_valuation.py
-	$(VPY) bench/tmc_convergence.py
+bench-tmc: .venv-bench/.installed
+	$(BENCH_VPY) infra/data/fetch_valuation.py
+	$(BENCH_VPY) bench/tmc_convergence.py
 
 bench-valuation: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py

@@ -11,6 +11,10 @@ as in part (c) (rtol 0.01, the first prefix within it). Permutations go to Ray t
 workers. Run with two seeds: the agreement between two independent converged runs (within 2
 combined standard errors, Spearman) is the check that "converged" means what it says.
 
+pyDVL runs side by side when it is installed (``make bench-tmc`` uses ``.venv-bench``): its
+``ShapleyValuation`` with the same truncation, stopped by its own ``AbsoluteStandardError``
+at the same tolerance, on the same set function; wall time and agreement with curation's run.
+
 Needs ``data/german_credit.csv`` (``python infra/data/fetch_valuation.py``; ``make bench-tmc`` runs it).
 Result: ``bench/results/tmc_convergence.md``.
 """
@@ -39,6 +43,43 @@ from curation.value.semivalues import tmc_shapley  # noqa: E402
 from curation.value.utility import ModelUtility  # noqa: E402
 
 
+def run_pydvl(Xtr, ytr, Xva, yva, tol: float, args: argparse.Namespace) -> dict:
+    """pyDVL's TMC-Shapley on the same set function, stopped by its own standard-error rule."""
+    import warnings
+
+    from joblib import parallel_config
+    from pydvl.valuation import (
+        AbsoluteStandardError,
+        Dataset,
+        MaxUpdates,
+        PermutationSampler,
+        RelativeTruncation,
+        ShapleyValuation,
+        SupervisedScorer,
+    )
+    from pydvl.valuation import ModelUtility as PyDVLModelUtility
+    from valuation import _guarded_model
+
+    classes, counts = np.unique(yva, return_counts=True)
+    scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=float(counts.max() / counts.sum()),
+                              range=(0.0, 1.0))
+    pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
+    stop = AbsoluteStandardError(tol, fraction=1.0, burn_in=args.min_perms) | MaxUpdates(args.max_perms)
+    val = ShapleyValuation(pu, PermutationSampler(truncation=RelativeTruncation(rtol=0.01), seed=2), stop,
+                           show_warnings=False, progress=False)
+    t0 = time.perf_counter()
+    with parallel_config(n_jobs=args.workers), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val.fit(Dataset(Xtr, ytr))
+    wall = time.perf_counter() - t0
+    r = val.result
+    order = np.argsort(np.asarray(r.indices))
+    updates = int(np.asarray(r.counts).max())
+    print(f"pyDVL tol {tol}: {updates} updates, {wall:.1f}s", flush=True)
+    return {"values": np.asarray(r.values)[order], "stderr": np.asarray(r.stderr)[order], "wall": wall,
+            "updates": updates}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
@@ -48,8 +89,14 @@ def main() -> int:
     ap.add_argument("--max-perms", type=int, default=3000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--pydvl", action=argparse.BooleanOptionalAction, default=None,
+                    help="run pyDVL side by side (default: when it is installed, as in .venv-bench)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tmc_convergence.md"))
     args = ap.parse_args()
+    if args.pydvl is None:
+        import importlib.util
+
+        args.pydvl = importlib.util.find_spec("pydvl") is not None
 
     import ray
     from scipy.stats import spearmanr
@@ -82,6 +129,7 @@ def main() -> int:
                       f"{i['utility_calls'] / i['permutations']:.0f} calls/perm", flush=True)
     finally:
         ray.shutdown()
+    pydvl_runs = [run_pydvl(Xtr, ytr, Xva, yva, tol, args) for tol in args.stderr_tol] if args.pydvl else []
     load_after = os.getloadavg()
 
     rows = ["| stderr_tol | seed | permutations | stopped by | max stderr | utility calls / perm | wall s |",
@@ -96,11 +144,28 @@ def main() -> int:
         within = float((np.abs(a.values - b.values) <= 2 * np.sqrt(a.stderr ** 2 + b.stderr ** 2)).mean())
         agree.append(f"| {tol:g} | {within:.1%} | {float(spearmanr(a.values, b.values).statistic):.3f} "
                      f"| {float(np.std(a.values)):.4f} |")
+    versus = []
+    if pydvl_runs:
+        versus = ["pyDVL side by side, in the same run: `ShapleyValuation` + `PermutationSampler(RelativeTruncation("
+                  "0.01))` stopped by its own `AbsoluteStandardError(stderr_tol, fraction=1, burn_in=min_perms)` "
+                  f"(or `MaxUpdates({args.max_perms})`), joblib with {args.workers} processes, the same set function "
+                  "(bench/valuation.py's guarded logistic regression). Agreement with curation's seed-1 run at the "
+                  "same tolerance:", "",
+                  "| stderr_tol | pyDVL updates | pyDVL wall s | curation wall s (seed 1) | pyDVL / curation | "
+                  "within 2 combined SE | Spearman |", "|---:|---:|---:|---:|---:|---:|---:|"]
+        for tol, pyd in zip(args.stderr_tol, pydvl_runs):
+            _, _, a, wall_a = next(x for x in runs if x[0] == tol)
+            within = float((np.abs(a.values - pyd["values"]) <= 2 * np.sqrt(a.stderr ** 2 + pyd["stderr"] ** 2)).mean())
+            versus.append(f"| {tol:g} | {pyd['updates']} | {pyd['wall']:.1f} | {wall_a:.1f} | "
+                          f"{pyd['wall'] / wall_a:.2f}x | {within:.1%} | "
+                          f"{float(spearmanr(a.values, pyd['values']).statistic):.3f} |")
+        versus.append("")
     md = [
         "# TMC-Shapley until it converges",
         "",
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- command: `.venv/bin/python bench/tmc_convergence.py {' '.join(sys.argv[1:])}`",
+        f"- command: `{os.path.relpath(sys.executable, ROOT)} bench/tmc_convergence.py {' '.join(sys.argv[1:])}`"
+        + (" (`make bench-tmc`)" if args.pydvl else ""),
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
         f"{load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end; Ray with {args.workers} CPUs "
         f"(permutations in Ray tasks, 8 per task)",
@@ -117,6 +182,7 @@ def main() -> int:
         "",
         *agree,
         "",
+        *versus,
     ]
     Path(args.out).write_text("\n".join(md))
     print("\n".join(md))
