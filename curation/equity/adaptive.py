@@ -377,7 +377,7 @@ def _rank(mode: str, objective: str, fits: list[CurveFit | None], counts: np.nda
         score = np.where(np.isfinite(errs_now), errs_now, np.inf)
         return mode, sorted(range(g), key=lambda h: (-score[h], h)), None, flat
     curves = {h: f.curve for h, f in enumerate(fits) if f is not None}
-    idx = np.array(sorted(curves))
+    idx = np.array(sorted(curves), dtype=np.int64)
     fixed = np.setdiff1d(np.arange(g), idx)
     avail = budget - float((kappa[fixed] * counts[fixed]).sum())
     sub_curves = [curves[h] for h in idx]
