@@ -167,13 +167,16 @@ class BetaShapley(_ModelBased, name="beta-shapley"):
     samples: int = Field(default=2000, gt=0, description="utility samples")
     alpha: float = Field(default=16.0, gt=0, description="Beta weight's alpha")
     beta: float = Field(default=1.0, gt=0, description="Beta weight's beta")
+    stderr_tol: float = Field(default=0.0, ge=0, description="stop early when every value's standard error is at "
+                              "most this (utility units; 0: off)")
 
     def draws(self) -> int:
         return self.samples
 
     def _run(self, X, y, X_val, y_val, groups, *, rng, map_fn, n_jobs, batch):
         return beta_shapley(ModelUtility(X, y, X_val, y_val), alpha=self.alpha, beta=self.beta,
-                            n_samples=self.samples, groups=groups, rng=rng, map_fn=map_fn, n_jobs=n_jobs, batch=batch)
+                            n_samples=self.samples, groups=groups, rng=rng, map_fn=map_fn, n_jobs=n_jobs, batch=batch,
+                            stderr_tol=self.stderr_tol)
 
 
 class Banzhaf(_ModelBased, name="banzhaf"):
@@ -181,13 +184,15 @@ class Banzhaf(_ModelBased, name="banzhaf"):
 
     method: Literal["banzhaf"] = Field(default="banzhaf", description="the valuation method")
     samples: int = Field(default=2000, gt=0, description="utility samples")
+    stderr_tol: float = Field(default=0.0, ge=0, description="stop early when every value's standard error is at "
+                              "most this (utility units; 0: off)")
 
     def draws(self) -> int:
         return self.samples
 
     def _run(self, X, y, X_val, y_val, groups, *, rng, map_fn, n_jobs, batch):
         return banzhaf_msr(ModelUtility(X, y, X_val, y_val), n_samples=self.samples, groups=groups, rng=rng,
-                           map_fn=map_fn, n_jobs=n_jobs, batch=batch)
+                           map_fn=map_fn, n_jobs=n_jobs, batch=batch, stderr_tol=self.stderr_tol)
 
 
 def value_method(settings: dict[str, Any] | ValueMethod | None = None, /, **keys: Any) -> ValueMethod:

@@ -193,14 +193,19 @@ class _StandardError:
         self.last: float = math.nan
 
     def update(self, stats: dict[str, np.ndarray]) -> bool:
+        """With Banzhaf's two arms (``neg_*`` sums: samples without the point) the standard
+        error of the difference of the two means, both arms' in quadrature."""
         if self.tol <= 0:
             return False
-        t = stats["count"]
-        if t.min() < max(self.min_samples, 2):
-            return False
-        mean = stats["sum"] / t
-        var = np.maximum(stats["sum_sq"] / t - mean * mean, 0.0) * t / (t - 1)
-        self.last = float(np.sqrt(var / t).max())
+        arms = [("sum", "sum_sq", "count")] + ([("neg_sum", "neg_sum_sq", "neg_count")] if "neg_sum" in stats else [])
+        var_of_mean = 0.0
+        for s_, sq, c in arms:
+            t = stats[c]
+            if t.min() < max(self.min_samples, 2):
+                return False
+            mean = stats[s_] / t
+            var_of_mean = var_of_mean + np.maximum(stats[sq] / t - mean * mean, 0.0) / (t - 1)
+        self.last = float(np.sqrt(var_of_mean).max())
         return self.last <= self.tol
 
 
@@ -435,7 +440,7 @@ def _beta_batch(args: tuple[Any, list[np.random.SeedSequence]]) -> np.ndarray:
 def beta_shapley(
     utility: Utility, *, alpha: float = 16.0, beta: float = 1.0, n_samples: int, rng: np.random.Generator,
     groups: Sequence[np.ndarray | Sequence[int]] | None = None, batch: int = 100, n_jobs: int = 1,
-    map_fn: MapFn | None = None,
+    map_fn: MapFn | None = None, stderr_tol: float = 0.0, min_samples: int = 100,
 ) -> ValuationResult:
     """Beta(α, β) Shapley by Monte Carlo (Kwon & Zou 2022; docs/methods/valuation.md#beta-shapley).
 
@@ -446,28 +451,38 @@ def beta_shapley(
     every point gets ``n_samples`` marginals. α = 16, β = 1 (default) emphasises small
     coalitions; α = β = 1 is Shapley.
 
+    ``n_samples`` is the most; with ``stderr_tol > 0`` the run stops earlier, once every value's
+    standard error is at most ``stderr_tol`` after at least ``min_samples`` samples
+    (docs/methods/valuation.md#stopping-rules).
+
     Returns:
-        ValuationResult (method ``"beta_shapley"``), ``info``: ``samples``, ``alpha``, ``beta``.
+        ValuationResult (method ``"beta_shapley"``), ``info``: ``samples``, ``converged``,
+        ``stderr_max``, ``alpha``, ``beta``.
     """
     func = "beta_shapley"
     _check_common(func, utility, rng, map_fn, batch, n_jobs)
     _check(func, "alpha", alpha, Interval(0, None, closed="neither"))
     _check(func, "beta", beta, Interval(0, None, closed="neither"))
     _check(func, "n_samples", n_samples, Interval(1, None, integer=True))
+    _check(func, "stderr_tol", stderr_tol, Interval(0, None))
+    _check(func, "min_samples", min_samples, Interval(1, None, integer=True))
     players = _players(utility, groups)
     stats = _new_stats(players.n, None)
+    se_rule = _StandardError(float(stderr_tol), int(min_samples))
 
     def consume(rows: np.ndarray) -> bool:
         for row in rows:
             stats["sum"] += row
             stats["sum_sq"] += row * row
             stats["count"] += 1
+            if se_rule.update(stats):
+                return True
         return False
 
-    _drive(_beta_batch, (players, float(alpha), float(beta)), total=int(n_samples), done=0, batch=int(batch),
-           n_jobs=int(n_jobs), rng=rng, map_fn=map_fn or serial_map, consume=consume)
-    info = {"samples": int(n_samples), "alpha": alpha, "beta": beta,
-            "groups": None if groups is None else len(groups)}
+    converged = _drive(_beta_batch, (players, float(alpha), float(beta)), total=int(n_samples), done=0,
+                       batch=int(batch), n_jobs=int(n_jobs), rng=rng, map_fn=map_fn or serial_map, consume=consume)
+    info = {"samples": int(stats["count"].min()), "converged": converged, "stderr_max": se_rule.last,
+            "stderr_tol": stderr_tol, "alpha": alpha, "beta": beta, "groups": None if groups is None else len(groups)}
     return ValuationResult._from_stats(stats, method=func, info=info)
 
 
@@ -487,7 +502,7 @@ def _msr_batch(args: tuple[Utility, list[np.random.SeedSequence]]) -> tuple[np.n
 def banzhaf_msr(
     utility: Utility, *, n_samples: int, rng: np.random.Generator,
     groups: Sequence[np.ndarray | Sequence[int]] | None = None, batch: int = 100, n_jobs: int = 1,
-    map_fn: MapFn | None = None,
+    map_fn: MapFn | None = None, stderr_tol: float = 0.0, min_samples: int = 100,
 ) -> ValuationResult:
     """Data Banzhaf by Maximum Sample Reuse (Wang & Jia 2023; docs/methods/valuation.md#data-banzhaf).
 
@@ -498,13 +513,22 @@ def banzhaf_msr(
     (= ``n_samples``), ``stderr`` adds the two arms' standard errors in quadrature. A point
     with no sample in one arm yet has that arm's mean taken as 0. Banzhaf is not efficient.
 
+    ``n_samples`` is the most; with ``stderr_tol > 0`` the run stops earlier, once every value's
+    standard error is at most ``stderr_tol`` and each arm of every point has at least
+    ``min_samples`` samples (docs/methods/valuation.md#stopping-rules).
+
     Returns:
-        ValuationResult (method ``"banzhaf_msr"``), ``info``: ``samples``.
+        ValuationResult (method ``"banzhaf_msr"``), ``info``: ``samples``, ``converged``,
+        ``stderr_max``.
     """
     func = "banzhaf_msr"
     _check_common(func, utility, rng, map_fn, batch, n_jobs)
     _check(func, "n_samples", n_samples, Interval(1, None, integer=True))
+    _check(func, "stderr_tol", stderr_tol, Interval(0, None))
+    _check(func, "min_samples", min_samples, Interval(1, None, integer=True))
     players = _players(utility, groups)
+    se_rule = _StandardError(float(stderr_tol), int(min_samples))
+    drawn = [0]
     n = players.n
     stats = {"sum": np.zeros(n), "sum_sq": np.zeros(n), "count": np.zeros(n, np.int64),
              "neg_sum": np.zeros(n), "neg_sum_sq": np.zeros(n), "neg_count": np.zeros(n, np.int64)}
@@ -517,11 +541,15 @@ def banzhaf_msr(
             stats["neg_sum"][~mask] += v
             stats["neg_sum_sq"][~mask] += v * v
             stats["neg_count"] += ~mask
+            drawn[0] += 1
+            if se_rule.update(stats):
+                return True
         return False
 
-    _drive(_msr_batch, players, total=int(n_samples), done=0, batch=int(batch), n_jobs=int(n_jobs), rng=rng,
-           map_fn=map_fn or serial_map, consume=consume)
-    info = {"samples": int(n_samples), "groups": None if groups is None else len(groups)}
+    converged = _drive(_msr_batch, players, total=int(n_samples), done=0, batch=int(batch), n_jobs=int(n_jobs),
+                       rng=rng, map_fn=map_fn or serial_map, consume=consume)
+    info = {"samples": drawn[0], "converged": converged, "stderr_max": se_rule.last, "stderr_tol": stderr_tol,
+            "groups": None if groups is None else len(groups)}
     return ValuationResult._from_stats(stats, method=func, info=info)
 
 

@@ -398,3 +398,16 @@ def test_tmc_on_the_three_player_game_stops_when_every_stderr_is_below_the_toler
     assert t < 50_000 and abs(t - 26100 / tol**2) < 0.2 * 26100 / tol**2
     assert (np.abs(result.values - SHAPLEY3) < 4 * tol).all()
 
+
+
+def test_beta_and_banzhaf_stop_by_the_stderr_rule_near_the_exact_values(seed):
+    game = GameUtility(GAME3)
+    beta = beta_shapley(game, alpha=16, beta=1, n_samples=100_000, stderr_tol=3.0, min_samples=50,
+                        rng=np.random.default_rng(seed))
+    assert beta.info["converged"] and beta.info["stderr_max"] <= 3.0 and beta.info["samples"] < 100_000
+    exact = exact_semivalue(game, beta_weights(3, 16, 1)).values
+    assert (np.abs(beta.values - exact) < 4 * 3.0).all()
+    msr = banzhaf_msr(game, n_samples=100_000, stderr_tol=3.0, min_samples=50, rng=np.random.default_rng(seed))
+    assert msr.info["converged"] and msr.info["stderr_max"] <= 3.0 and msr.info["samples"] < 100_000
+    assert msr.stderr.max() == pytest.approx(msr.info["stderr_max"])
+    assert (np.abs(msr.values - exact_semivalue(game, banzhaf_weight).values) < 4 * 3.0).all()
