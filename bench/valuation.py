@@ -461,6 +461,32 @@ def part_c_knn(args: argparse.Namespace, md: list[str], pyver: str | None) -> di
     return {"rows": rows, "N": N}
 
 
+def pydvl_tmc(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, stopping: Any,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pyDVL's TMC-Shapley on curation's set function (guarded logistic regression, validation
+    accuracy, U(empty) = the majority-class rate), truncation rtol 0.01 at the first hit, seed 2,
+    stopped by ``stopping``; run under the caller's joblib/threadpool settings.
+
+    Returns (values, stderr, counts), in training-row order."""
+    import warnings
+
+    from pydvl.valuation import Dataset, PermutationSampler, RelativeTruncation, ShapleyValuation, SupervisedScorer
+    from pydvl.valuation import ModelUtility as PyDVLModelUtility
+
+    classes, counts = np.unique(yva, return_counts=True)
+    scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=float(counts.max() / counts.sum()),
+                              range=(0.0, 1.0))
+    pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
+    val = ShapleyValuation(pu, PermutationSampler(truncation=RelativeTruncation(rtol=0.01), seed=2), stopping,
+                           show_warnings=False, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val.fit(Dataset(Xtr, ytr))
+    r = val.result
+    order = np.argsort(np.asarray(r.indices))
+    return np.asarray(r.values)[order], np.asarray(r.stderr)[order], np.asarray(r.counts)[order]
+
+
 def _guarded_model(val_classes: np.ndarray, fallback: Any) -> Any:
     """A scikit-learn classifier with curation's ModelUtility semantics, for pyDVL's ModelUtility."""
     return GuardedLogistic(val_classes=tuple(val_classes.tolist()), fallback=fallback)
@@ -545,33 +571,15 @@ def part_c_tmc(args: argparse.Namespace, md: list[str], pyver: str | None) -> di
     info = cur["res"].info
     pyd = None
     if pyver:
-        from pydvl.valuation import (
-            Dataset,
-            MaxUpdates,
-            PermutationSampler,
-            RelativeTruncation,
-            ShapleyValuation,
-            SupervisedScorer,
-        )
-        from pydvl.valuation import ModelUtility as PyDVLModelUtility
+        from pydvl.valuation import MaxUpdates
 
-        classes, counts = np.unique(yva, return_counts=True)
-        u_empty = float(counts.max() / counts.sum())
-        scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=u_empty, range=(0.0, 1.0))
-        pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
-        val = ShapleyValuation(pu, PermutationSampler(truncation=RelativeTruncation(rtol=0.01), seed=2),
-                               MaxUpdates(P), show_warnings=False, progress=False)
         GuardedLogistic.fits = 0
         t, c = time.perf_counter(), time.process_time()
         # curation's ModelUtility fits with 1 BLAS thread; give pyDVL's fits the same setting
-        with threadpool_limits(1, user_api="blas"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            val.fit(Dataset(Xtr, ytr))
+        with threadpool_limits(1, user_api="blas"):
+            values, stderr, cb = pydvl_tmc(Xtr, ytr, Xva, yva, MaxUpdates(P))
         wall, cpu = time.perf_counter() - t, time.process_time() - c
-        rb = val.result
-        order = np.argsort(np.asarray(rb.indices))
-        cb = np.asarray(rb.counts)[order]
-        pyd = {"values": np.asarray(rb.values)[order], "stderr": np.asarray(rb.stderr)[order], "wall": wall,
+        pyd = {"values": values, "stderr": stderr, "wall": wall,
                "cpu": cpu, "fits": GuardedLogistic.fits, "perms": int(cb.max()), "calls": "–"}
         log(f"    pyDVL {pyver}: {wall:.1f}s wall, {cpu:.1f}s cpu, counts {cb.min()}..{cb.max()}, {pyd['fits']} fits")
         runs.append((f"pyDVL {pyver} `ShapleyValuation` + `PermutationSampler(RelativeTruncation(0.01))` + "

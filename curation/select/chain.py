@@ -34,6 +34,7 @@ selector made.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -107,9 +108,11 @@ class ChainSelector(Selector, name="chain"):
         return {"filter": self.filter, "allocate": self.allocate_, "within": self.within}
 
     def validate(self) -> None:
-        self._steps()
+        self._steps  # noqa: B018 -- building the steps checks them
 
+    @functools.cached_property
     def _steps(self) -> tuple[Selector | None, Selector | None, Selector]:
+        """The three step selectors, built (and checked) once."""
         if self.allocate_ is None and self.within is None:
             raise InvalidParameterError("a composed select needs select.allocate or select.within, e.g. "
                                         "allocate: {method: stratified, mode: equal}, within: {method: kmq}")
@@ -120,11 +123,11 @@ class ChainSelector(Selector, name="chain"):
     @property
     def exact_budget(self) -> bool:  # type: ignore[override]
         # a filter may leave fewer rows than the budget; group-adaptive spends a cost budget; Quad may stop short
-        filt, alloc, within = self._steps()
+        filt, alloc, within = self._steps
         return filt is None and (alloc is None or type(alloc).exact_budget) and type(within).exact_budget
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
-        filt, alloc, within = self._steps()
+        filt, alloc, within = self._steps
         r_filter, r_alloc, r_within = rng.spawn(3)
         n, names = len(pool), pool.group_names
         reasons = np.empty(n, dtype=object)

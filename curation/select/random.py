@@ -105,7 +105,8 @@ class StratifiedSelector(Selector, name="stratified"):
         return weights
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
-        quotas = self.quotas(pool, budget)
+        plan = self.allocate(pool, budget, rng=rng)  # info["short_groups"]: groups that gave all they had
+        quotas = plan.counts
         sizes = pool.group_sizes()
         order = np.argsort(pool.groups, kind="stable")
         starts = np.concatenate([[0], np.cumsum(sizes)])
@@ -123,5 +124,4 @@ class StratifiedSelector(Selector, name="stratified"):
             mask = pool.groups == g
             reasons[mask & chosen] = f"stratified ({self.mode}): drawn for group {name!r}, quota {q} of {s}"
             reasons[mask & ~chosen] = f"stratified ({self.mode}): not drawn, group {name!r} quota {q} of {s} filled"
-        # short_groups: those that could not fill the quota they would get with unlimited rows
-        return Selection(indices=idx, reasons=reasons, info=self.allocate(pool, budget, rng=rng).info)
+        return Selection(indices=idx, reasons=reasons, info=plan.info)
