@@ -62,9 +62,8 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
                                f"value-threshold: value below the cut-off {cutoff:.4g}")
             return Selection(indices=idx.astype(np.int64), reasons=reasons.astype(object), scores=v,
                              info={"cutoff": float(cutoff)})
-        kept = self._drop(v, rank)
+        kept, below = self._drop(v, rank)
         dropped = ~kept.mask
-        below = kept.info.pop("_below")
         keep = np.flatnonzero(kept.mask)
         idx = rng.permutation(keep)[:budget]
         chosen = np.zeros(n, bool)
@@ -90,13 +89,11 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         order = np.lexsort((rng.random(len(pool)), -v))
         rank = np.empty(len(pool), np.int64)
         rank[order] = np.arange(len(pool))
-        kept = self._drop(v, rank)
-        kept.info.pop("_below")
-        return kept
+        return self._drop(v, rank)[0]
 
-    def _drop(self, v: np.ndarray, rank: np.ndarray) -> Kept:
+    def _drop(self, v: np.ndarray, rank: np.ndarray) -> tuple[Kept, np.ndarray]:
         """Drop mode's rule given the values and their descending rank: below ``threshold``, then
-        the ``drop_fraction`` lowest ranks."""
+        the ``drop_fraction`` lowest ranks. Also returns the below-threshold mask (the reason code)."""
         n = len(v)
         dropped = np.zeros(n, bool)
         why = np.full(n, "", dtype=object)
@@ -110,4 +107,4 @@ class ValueThresholdSelector(Selector, name="value-threshold"):
         why[lowest & ~dropped] = f"value-threshold: dropped, among the lowest {self.drop_fraction:.0%} by value"
         dropped |= lowest
         return Kept(mask=~dropped, reasons=why,
-                    info={"dropped": int(dropped.sum()), "survivors": int(n - dropped.sum()), "_below": below})
+                    info={"dropped": int(dropped.sum()), "survivors": int(n - dropped.sum())}), below
