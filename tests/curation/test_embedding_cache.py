@@ -139,6 +139,36 @@ def test_interrupted_embedding_resumes_from_the_chunks_already_stored(tmp_path):
     np.testing.assert_array_equal(X, emb.embed(texts))
 
 
+def test_background_writer_groups_fast_chunks_into_parts_by_time_and_size(tmp_path):
+    from curation.pipeline import _BackgroundPuts
+
+    keys = np.array([content_key(f"t{i}").encode() for i in range(40)], dtype="S64")
+    vecs = vectors_of(40)
+
+    def parts_after(root, **limits):
+        writer = _BackgroundPuts(EmbeddingCache(root, "emb"), **limits)
+        for s in range(0, 40, 4):  # ten chunks, faster than any limit
+            writer.put(keys[s : s + 4], vecs[s : s + 4])
+        writer.close()
+        found, got = EmbeddingCache(root, "emb").get(keys.astype(str).tolist())
+        assert found.all()
+        np.testing.assert_array_equal(bits(got), bits(vecs))
+        return len(list(Path(root).rglob("part-*.npy")))
+
+    assert parts_after(tmp_path / "one", seconds=60, max_bytes=2**30) == 1  # all ten chunks in one part
+    assert parts_after(tmp_path / "ten", seconds=60, max_bytes=1) == 10  # every chunk is over the size
+    # a chunk that waited out the time limit is written before the next one arrives
+    writer = _BackgroundPuts(EmbeddingCache(tmp_path / "slow", "emb"), seconds=0.05, max_bytes=2**30)
+    writer.put(keys[:4], vecs[:4])
+    deadline = time.monotonic() + 10
+    while not list((tmp_path / "slow").rglob("part-*.npy")):
+        assert time.monotonic() < deadline, "the waiting chunk was never written"
+        time.sleep(0.01)
+    writer.put(keys[4:8], vecs[4:8])
+    writer.close()
+    assert len(list((tmp_path / "slow").rglob("part-*.npy"))) == 2
+
+
 def test_index_row_whose_part_file_was_deleted_is_not_found_and_is_forgotten_on_open(tmp_path):
     cache = EmbeddingCache(tmp_path, "emb")
     keys, vecs = keys_of(20), vectors_of(20)
