@@ -22,3 +22,16 @@ def prefect_logs_to_real_stderr():
                 h.stream = sys.__stderr__  # not setStream: it would flush the closed old stream
                 h.console.file = sys.__stderr__
     yield
+
+
+@pytest.fixture(scope="session")
+def curate_part_per_chunk() -> list[str]:
+    """The ``curate`` command with every embedded chunk stored as its own cache part
+    (``curation.pipeline.PART_SECONDS = 0``). For tests that kill a build once some chunks are
+    stored: with the default one-second parts, a few hundred texts can finish embedding before
+    a second part is written."""
+    import sys
+
+    code = ("import sys; import curation.pipeline as p; p.PART_SECONDS = 0.0; "
+            "from flows.cli import main; sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", code]

@@ -145,7 +145,7 @@ def cached_rows(cache: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_while_embedding_and_while_publishing_then_rerun_publishes_the_uninterrupted_bytes(
-        tmp_path, evals_sample, ray_session, prefect_api):
+        tmp_path, evals_sample, ray_session, prefect_api, curate_part_per_chunk):
     recipe = {
         "name": "resumed", "seed": 5,
         "sources": [{"name": "evals", "kind": "files", "path": str(evals_sample), "id": "prompt_id", "text": "text",
@@ -160,8 +160,8 @@ def test_sigkill_while_embedding_and_while_publishing_then_rerun_publishes_the_u
     cache, store, dataset = tmp_path / "killed/.cache", tmp_path / "killed/.stages", tmp_path / "killed/resumed"
 
     # 1. killed while embedding: some chunks are in the cache, the embed stage never finished
-    proc = subprocess.Popen([CURATE, "build", "killed.yaml"], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*curate_part_per_chunk, "build", "killed.yaml"], cwd=tmp_path, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(list(cache.rglob("part-*"))) < 2:  # two finished chunks (parts are renamed into place)
         assert proc.poll() is None, "the build ended before two chunks were embedded"

@@ -105,10 +105,11 @@ def shards(version: Path) -> dict[str, bytes]:
     return out
 
 
-def build_on(address: str, tmp_path: Path, r: dict, prefect_api: str, **popen) -> subprocess.Popen:
+def build_on(address: str, tmp_path: Path, r: dict, prefect_api: str, curate: list[str] | None = None,
+             **popen) -> subprocess.Popen:
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(r))
     env = {**os.environ, **CLUSTER_ENV, "RAY_ADDRESS": address, "PREFECT_API_URL": prefect_api}
-    return subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*(curate or [CURATE]), "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -130,10 +131,11 @@ def test_a_build_on_two_nodes_uses_both_and_equals_a_single_node_build(tmp_path,
 
 @pytest.mark.slow
 def test_losing_the_worker_node_while_embedding_still_publishes_the_same_shards(tmp_path, two_nodes,
-                                                                               evals_sample, prefect_api):
+                                                                               evals_sample, prefect_api,
+                                                                               curate_part_per_chunk):
     address, worker = two_nodes
     r = recipe(evals_sample, "lost", model="all-MiniLM-L6-v2", max_seq_length=64)
-    proc = build_on(address, tmp_path, r, prefect_api)
+    proc = build_on(address, tmp_path, r, prefect_api, curate_part_per_chunk)
     cache = tmp_path / "lost/.cache"
     deadline = time.monotonic() + 300
     while len(list(cache.rglob("part-*"))) < 2:  # two finished chunks (parts are renamed into place)
