@@ -16,7 +16,9 @@ serial number, so every text is distinct) and each embedder, in one run:
   printed: ingest's target is <= 3x, embed's >= 0.9x of the raw throughput (a ratio <= 1.11);
 * **``curate build`` against ``curation.build``** at ``--cli-size`` (the CLI's fixed costs:
   imports, Prefect's temporary server; Ray is not started for light embedders on one machine):
-  wall clock of each, the ratio, and the process tree's peak RSS sampled with psutil; then a
+  wall clock of each, the ratio, and the process tree's peak RSS sampled with psutil, once with
+  the build's own temporary Prefect server and once against a running one (``PREFECT_API_URL``,
+  as a scheduled job or a deployment's worker runs it); then a
   **cached rebuild** (``curate build --force`` over a finished build of ``--rebuild-size``
   rows: every stage reused), whose wall time beyond its stage work is the fixed cost, and the
   temporary Prefect server's start-up measured on its own;
@@ -149,13 +151,15 @@ def tree_rss_peak(pid: int, stop: threading.Event, out: list[float]) -> None:
     out.append(peak)
 
 
-def cli_build(r: dict, work: Path, *args: str) -> tuple[float, float, dict]:
-    """(wall seconds, process tree peak RSS GB, manifest) of `curate build` (its own Prefect
-    server, and Ray if a stage needs it)."""
+def cli_build(r: dict, work: Path, *args: str, api_url: str | None = None) -> tuple[float, float, dict]:
+    """(wall seconds, process tree peak RSS GB, manifest) of `curate build` (Ray if a stage needs
+    it; its own temporary Prefect server unless ``api_url`` names a running one)."""
     import yaml
 
     (work / "r.yaml").write_text(yaml.safe_dump(r))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     seconds, out, rss = measured([CURATE, "build", "r.yaml", *args], env=env, cwd=work)
     manifest = json.loads((work / out.strip().splitlines()[-1] / "manifest.json").read_text())
     return seconds, rss, manifest
@@ -226,18 +230,31 @@ def stage_rows(sizes: list[int], models: list[str], floors_max: int, tmp: Path) 
 def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[dict], float]:
     """`curate build` against `curation.build` at ``n``; a cached rebuild of ``rebuild`` rows;
     the temporary Prefect server's start-up alone."""
+    from flows.prefect_server import TemporaryServer
+
     rows = []
     for model in models if n else []:
         pool = pool_of(n, tmp)
         load0 = os.getloadavg()[0]
         lib_s, _, _ = library_build(recipe(pool, tmp / f"cmp-lib-{model}", model))
-        (tmp / f"cli-{model}").mkdir()
-        cli_s, tree, _ = cli_build(recipe(pool, tmp / f"cli-{model}/out", model), tmp / f"cli-{model}")
-        row = {"n": n, "embedder": model, "build": "cold", "curation.build_s": round(lib_s, 1),
-               "curate_build_s": round(cli_s, 1), "ratio": round(cli_s / lib_s, 2), "stage_work_s": "",
-               "fixed_s": "", "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
-        rows.append(row)
-        print(row, flush=True)
+        for server in ("temporary", "running"):  # running: a scheduled job's case (PREFECT_API_URL)
+            work = tmp / f"cli-{model}-{server}"
+            work.mkdir()
+            running = TemporaryServer() if server == "running" else None
+            if running:
+                running.start()
+                running.wait()
+            try:
+                cli_s, tree, _ = cli_build(recipe(pool, work / "out", model), work,
+                                           api_url=running.api_url if running else None)
+            finally:
+                if running:
+                    running.stop()
+            row = {"n": n, "embedder": model, "build": f"cold, {server} server", "curation.build_s": round(lib_s, 1),
+                   "curate_build_s": round(cli_s, 1), "ratio": round(cli_s / lib_s, 2), "stage_work_s": "",
+                   "fixed_s": "", "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
+            rows.append(row)
+            print(row, flush=True)
     if rebuild:  # every stage reused: what remains is the fixed cost
         pool = pool_of(rebuild, tmp)
         work = tmp / "rebuild"
@@ -311,7 +328,8 @@ def main() -> None:
         text += ("\n## `curate build` against `curation.build`\n\n" + table(cli) +
                  "\n\nTargets: ratio <= 1.1 at 100k; a cached rebuild's fixed cost (wall time beyond its stage "
                  f"work) <= 10 s. Prefect's temporary server took {prefect_s:.1f} s to answer in this run "
-                 "(included in every `curate build` above; zero with PREFECT_API_URL naming a running server); "
+                 "(included in the `temporary server` rows and the cached rebuild; the `running server` rows "
+                 "talk to a server started beforehand through PREFECT_API_URL); "
                  "Ray is not started for these light embedders on one machine (`ray_actors: 0`).\n")
     if value:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +

@@ -25,6 +25,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TagsContext
 
 from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
 from curation.embed import Embedder
@@ -198,7 +199,10 @@ def curate(recipe: dict[str, Any] | str, overrides: list[str] | None = None, for
     r = as_recipe(recipe, overrides or [])
     preflight(r)
     b = ray_builder(r, force=force, wait=wait)
-    with library_logs_to_prefect(), b.lock():
+    # The run keeps the tags it was started with (dataset, method); its tasks carry none, as in
+    # a deployment's run: a tagged task run takes a tag concurrency-slot lease from the server
+    # (about 0.4 s each, 2 s a build) to honour limits nobody set on these tags.
+    with library_logs_to_prefect(), b.lock(), TagsContext(current_tags=set()):
         try:
             unchanged = b.unchanged_since()
             if unchanged is not None:

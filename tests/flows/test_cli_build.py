@@ -116,6 +116,23 @@ def test_unchanged_rerun_publishes_nothing_and_says_since_which_version(built):
 
 
 @pytest.mark.slow
+def test_build_tags_its_flow_run_with_dataset_and_method_but_not_its_tasks(built):
+    """The UI filters runs by tag; tasks stay untagged so none waits on a tag concurrency lease."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterFlowRunId
+
+    with get_client(sync_client=True) as client:  # this session's Prefect (PREFECT_API_URL)
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_="instr-mix v0")))
+        assert sorted(r.name for r in runs) == ["instr-mix v0001", "instr-mix v0002"]
+        assert all(set(r.tags) == {"instr-mix", "stratified"} for r in runs)
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(
+            flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])))
+    assert sorted(t.name.rsplit("-", 1)[0] for t in tasks if t.flow_run_id == runs[0].id) == sorted(
+        ["ingest", "embed", "cluster", "select", "publish"])
+    assert [t.tags for t in tasks] == [[]] * len(tasks)
+
+
+@pytest.mark.slow
 def test_report_summary_sql_and_formats(built):
     work, _, _, env, _ = built
     summary = run_cli(["report", "out/instr-mix"], env, work).stdout
