@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from curation.mapped import blocks
+
 
 def vendi_from_eigenvalues(lam: np.ndarray, q: float = 1.0) -> float:
     lam = np.asarray(lam, dtype=np.float64)
@@ -55,25 +57,28 @@ def projection_2d(X: np.ndarray, block: int = 65_536) -> np.ndarray:
 
     PCA through the d x d covariance (O(n d² + d³), no n x n matrix), each axis's sign fixed so
     its largest loading is positive: the same vectors always give the same map. ``X`` is read
-    ``block`` rows at a time (a memory-mapped matrix is never copied whole); the block size is
-    fixed, so the sums, and the map's bits, do not depend on how much memory there is.
+    ``block`` rows at a time (a memory-mapped matrix is never copied, nor left resident: see
+    :mod:`curation.mapped`); the block size is fixed, so the sums, and the map's bits, do not
+    depend on how much memory there is.
     """
     n, d = X.shape if X.ndim == 2 else (len(X), 0)
     if n == 0 or d == 0:
         return np.zeros((n, 2), dtype=np.float32)
-    blocks = [slice(s, min(s + block, n)) for s in range(0, n, block)]
-    mean = np.sum([np.asarray(X[b], dtype=np.float64).sum(axis=0) for b in blocks], axis=0) / n
+    mean = np.zeros(d)
+    for _, Xb in blocks(X, block):
+        mean += np.asarray(Xb, dtype=np.float64).sum(axis=0)
+    mean /= n
     cov = np.zeros((d, d))
-    for b in blocks:
-        Xc = np.asarray(X[b], dtype=np.float64) - mean
+    for _, Xb in blocks(X, block):
+        Xc = np.asarray(Xb, dtype=np.float64) - mean
         cov += Xc.T @ Xc
     _, vecs = np.linalg.eigh(cov)
     axes = vecs[:, ::-1][:, :2]
     signs = np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
     axes = axes * np.where(signs == 0, 1.0, signs)
     out = np.zeros((n, 2), dtype=np.float32)  # one-dimensional vectors: a flat second axis
-    for b in blocks:
-        out[b, : axes.shape[1]] = (np.asarray(X[b], dtype=np.float64) - mean) @ axes
+    for rows, Xb in blocks(X, block):
+        out[rows, : axes.shape[1]] = (np.asarray(Xb, dtype=np.float64) - mean) @ axes
     return out
 
 

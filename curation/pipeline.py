@@ -20,6 +20,7 @@ from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
 from curation.ingest import LOCATION, SchemaGuard, combine, normalize_batch, union_sources
+from curation.mapped import release
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
 from curation.report_schema import (
@@ -76,6 +77,9 @@ def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[p
 #: Rows a streaming step holds as Python objects at once (cache keys, cache lookups, content
 #: hashes). Results never depend on it (a test builds with a tiny value and compares bytes).
 BLOCK_ROWS = 100_000
+#: the embed stage unmaps the vectors it wrote to the memory-mapped output each time this many
+#: bytes were written (curation.mapped), so the driver's RSS does not grow with the matrix
+RELEASE_BYTES = 64 * 2**20
 
 
 # ----------------------------------------------------------------------------------------- embed
@@ -228,6 +232,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
             if vecs is not None:
                 found[start : start + lookup_batch] = hit
                 dest(vecs.shape[1])[start + np.flatnonzero(hit)] = vecs
+                release(X)  # written through to the file: a memory-mapped X does not stay resident
     missing = np.flatnonzero(~found)
     missing_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
     first_pos = missing[first]  # where each distinct missing text first occurs, in key order
@@ -238,9 +243,14 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
         writer = _BackgroundPuts(cache) if cache is not None else None
         try:
             with progress(len(first_pos), "embedding", unit="texts") as bar:
+                unreleased = 0
                 for i, vecs in enumerate(map_chunks(TextChunks(col, positions))):
                     pos = positions[i]
                     dest(vecs.shape[1])[pos] = vecs
+                    unreleased += vecs.nbytes
+                    if unreleased >= RELEASE_BYTES:  # the chunks' rows lie all over X: release all of it
+                        release(X)
+                        unreleased = 0
                     if writer is not None:
                         writer.put(keys[pos], vecs)
                     bar(len(pos))
@@ -250,6 +260,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
         dups = np.setdiff1d(missing, first_pos, assume_unique=True)  # repeats of a text embedded once
         if len(dups):
             X[dups] = X[first_pos[inverse.reshape(-1)[np.searchsorted(missing, dups)]]]
+        release(X)
     if X is None:
         X = dest(0)
     return X, {"texts": n, "cached": int(found.sum()), "embedded": len(first_pos)}

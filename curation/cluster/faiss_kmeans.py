@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from curation.exceptions import DataError
+from curation.mapped import blocks, take
 from curation.random import int_seed
 from curation.validation import Interval, Options, TypeOf, validate_params
 
@@ -89,20 +90,37 @@ class FaissKMeans:
                           max_points_per_centroid=self.max_points_per_centroid, nredo=self.nredo,
                           verbose=False)
         km.cp.min_points_per_centroid = 1  # small pools are fine: don't warn about them
+        # faiss would scan all of X for NaNs at once, leaving a memory-mapped pool resident;
+        # the same check block by block (curation.mapped) keeps one block resident
+        km.cp.check_input_data_for_NaNs = False
+        for rows, Xb in blocks(X):
+            if not np.isfinite(Xb).all():
+                bad = rows.start + int(np.flatnonzero(~np.isfinite(Xb).all(axis=1))[0])
+                raise DataError(f"the vector of row {bad} is not finite (NaN or inf): the embedder or the "
+                                "features produced it; fix the input or the model before clustering")
         m = min(n, self.k * self.max_points_per_centroid)
+        # the rows faiss fits on: its own subsample (the first m of rand_perm(n, seed), as in
+        # faiss's clustering.cpp), gathered here block by block so that a memory-mapped pool
+        # does not stay resident; faiss fits on exactly these rows either way
+        fit_rows = X
+        if m < n:
+            perm = np.empty(n, dtype=np.int32)
+            faiss.rand_perm(faiss.swig_ptr(perm), n, km.cp.seed)
+            fit_rows = take(X, perm[:m])
         if self.init == "k-means++" and m * self.k * d <= PLUSPLUS_MAX_WORK:
-            # faiss would fit on a random sample of m rows; seed from the same kind of sample
-            sample = X[rng.choice(n, size=m, replace=False)] if m < n else X
+            # seed from the same kind of sample as faiss fits on (an independent draw)
+            sample = take(X, rng.choice(n, size=m, replace=False)) if m < n else X
             best = None
             for _ in range(self.nredo):
                 km.cp.nredo = 1
-                km.train(X, init_centroids=kmeans_plusplus(sample, self.k, rng=rng))
+                km.train(fit_rows, init_centroids=kmeans_plusplus(sample, self.k, rng=rng))
                 if best is None or km.obj[-1] < best[1]:
                     best = (km.centroids.copy(), float(km.obj[-1]))
             km.centroids[:] = best[0]
             km.obj = [best[1]]
         else:
-            km.train(X)
+            km.train(fit_rows)
+        del fit_rows
         self.centroids_ = km.centroids.copy()
         self.inertia_ = float(km.obj[-1]) if len(km.obj) else float("nan")
         self.labels_ = self.assign(X, progress=progress)
@@ -113,13 +131,12 @@ class FaissKMeans:
         """Nearest centroid of each row, in chunks (progress is called with rows done)."""
         import faiss
 
-        X = np.ascontiguousarray(X, dtype=np.float32)
         index = faiss.IndexFlatIP(X.shape[1]) if self.spherical else faiss.IndexFlatL2(X.shape[1])
         index.add(self.centroids_)
         labels = np.empty(len(X), dtype=np.int64)
-        for start in range(0, len(X), chunk):
-            _, idx = index.search(X[start : start + chunk], 1)
-            labels[start : start + chunk] = idx[:, 0]
+        for rows, Xb in blocks(X, chunk):  # a memory-mapped X is read, and released, block by block
+            _, idx = index.search(np.ascontiguousarray(Xb, dtype=np.float32), 1)
+            labels[rows] = idx[:, 0]
             if progress:
-                progress(min(chunk, len(X) - start))
+                progress(rows.stop - rows.start)
         return labels

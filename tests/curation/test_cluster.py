@@ -81,3 +81,32 @@ def test_silhouette_and_choose_k_find_the_planted_k():
     assert silhouette(X, rng.integers(0, 6, len(X)), rng=np.random.default_rng(0)) < 0.05
     k, scores = choose_k(X, [2, 4, 6, 9, 12], rng=np.random.default_rng(1), spherical=False)
     assert k == 6 and set(scores) == {2, 4, 6, 9, 12}
+
+
+def test_a_non_finite_vector_is_one_clear_error_naming_its_row():
+    X = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    X[137, 2] = np.nan
+    with pytest.raises(DataError, match=r"row 137 is not finite"):
+        FaissKMeans(3).fit(X, rng=np.random.default_rng(0))
+    X[137, 2], X[5, 0] = 0.0, np.inf
+    with pytest.raises(DataError, match=r"row 5 is not finite"):
+        FaissKMeans(3, init="random").fit(X, rng=np.random.default_rng(0))
+
+
+def test_the_fit_sample_gathered_block_by_block_is_faiss_own_subsample(tmp_path):
+    """A large pool is fitted on the rows faiss itself would sample, read without leaving the
+    memory-mapped pool resident: the centroids equal faiss's own subsampled fit, bit for bit."""
+    import faiss
+
+    from curation.random import int_seed
+
+    X = np.random.default_rng(3).normal(size=(40_000, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    ours = FaissKMeans(6, niter=8, init="random", max_points_per_centroid=64).fit(mapped, rng=np.random.default_rng(5))
+    ref = faiss.Kmeans(8, 6, niter=8, seed=int_seed(np.random.default_rng(5)), max_points_per_centroid=64)
+    ref.cp.min_points_per_centroid = 1
+    ref.train(X)  # faiss subsamples 6 * 64 of the 40,000 rows itself
+    np.testing.assert_array_equal(ours.centroids_, ref.centroids)
+    again = FaissKMeans(6, niter=8, init="random", max_points_per_centroid=64).fit(X, rng=np.random.default_rng(5))
+    np.testing.assert_array_equal(again.labels_, ours.labels_)  # memory-mapped or not: the same labels

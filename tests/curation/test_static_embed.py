@@ -130,12 +130,40 @@ def test_pickles_small_and_loads_lazily(small_cache):
 
 
 def test_model_directory_is_a_plain_sentence_transformers_model(small_cache):
+    """Its vectors are what sentence-transformers' StaticEmbedding computes from the directory,
+    truncated or not, to the last float bits of a different summation order."""
     from sentence_transformers import SentenceTransformer
 
     emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
     plain = SentenceTransformer(str(emb.model_dir), device="cpu")
-    texts = ["a, b; c!", "[UNK] ?"]
+    texts = ["a, b; c!", "[UNK] ?", "", "x y z, w; v. u! t? s: r"]
     np.testing.assert_allclose(plain.encode(texts, normalize_embeddings=True), emb.embed(texts), atol=1e-6)
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    truncating = static_mod.as_sentence_transformer(  # StaticEmbedding over the same files, 3 tokens
+        Tokenizer.from_file(str(emb.model_dir / "tokenizer.json")),
+        load_file(str(emb.model_dir / "model.safetensors"))["embedding.weight"], max_seq_length=3)
+    short = StaticEmbedder(cache_dir=small_cache, max_seq_length=3, **SMALL)
+    np.testing.assert_allclose(truncating.encode(texts, normalize_embeddings=True), short.embed(texts), atol=1e-6)
+    assert not np.allclose(short.embed(texts[3:]), emb.embed(texts[3:]))  # truncation did cut the text
+    raw = StaticEmbedder(cache_dir=small_cache, normalize=False, batch_size=2, **SMALL)
+    np.testing.assert_allclose(SentenceTransformer(str(emb.model_dir), device="cpu").encode(texts), raw.embed(texts),
+                               atol=1e-6)
+
+
+def test_embedding_imports_neither_torch_nor_sentence_transformers(small_cache):
+    """A built model embeds with tokenizers and a sparse product: the driver of a static-minilm
+    build never pays for torch's import and memory."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from curation.embed.static import StaticEmbedder; "
+            f"e = StaticEmbedder(cache_dir={str(small_cache)!r}, vocab_limit=1200, pca_dims=32); "
+            "assert e.embed(['hello there', '']).shape == (2, 32); "
+            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_refuses_a_different_model_than_its_id_names(small_cache):

@@ -1,0 +1,81 @@
+"""Memory-mapped vector matrices, read and written without staying resident in the process.
+
+A stage reads the pool's vectors from the memory-mapped ``embeddings.npy`` (see
+:class:`curation.builder.Embedded`). Every page it touches stays mapped into the process until
+the mapping is closed, so a pass over all rows raises the process's resident set (RSS) by the
+whole matrix, 1.5 GB for a million 384-dimensional vectors, although the kernel could drop
+those pages at any time. :func:`release` unmaps the pages of a range of rows from the process
+(``madvise(MADV_DONTNEED)``): for a shared file mapping the data, written or not, stays in the
+file and the page cache, and touching the rows again maps them back (a minor fault, no disk
+read while the page cache holds them). :func:`blocks` reads a matrix block by block and
+releases each block after use, so a full pass holds one block.
+
+Arrays not backed by a memory map (in memory, or a fake in a test) are read the same way;
+releasing them does nothing.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def _mapping(X: np.ndarray) -> mmap.mmap | None:
+    """The mmap behind ``X`` (an ``np.memmap`` or a view of one), if any."""
+    a = X
+    while a is not None:
+        mm = getattr(a, "_mmap", None)
+        if isinstance(mm, mmap.mmap):
+            return mm
+        if isinstance(a, mmap.mmap):
+            return a
+        a = getattr(a, "base", None)
+    return None
+
+
+def release(X: np.ndarray, start: int = 0, stop: int | None = None) -> None:
+    """Unmap rows ``start:stop`` of a memory-mapped ``X`` from this process (see the module
+    docstring); the values are unchanged. A no-op for arrays not backed by a memory map."""
+    mm = _mapping(X)
+    if mm is None or X.size == 0 or not X.flags.c_contiguous:
+        return
+    stop = len(X) if stop is None else min(stop, len(X))
+    if stop <= start:
+        return
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data  # where the mapping starts
+    row = X.strides[0]
+    first = X.ctypes.data - base + start * row
+    aligned = first - first % mmap.PAGESIZE  # madvise takes a page-aligned start
+    # pages shared with rows outside the range are unmapped too: harmless, they map back on use
+    mm.madvise(mmap.MADV_DONTNEED, aligned, first - aligned + (stop - start) * row)
+
+
+def blocks(X: np.ndarray, block: int = 65_536) -> Iterator[tuple[slice, np.ndarray]]:
+    """``(rows, X[rows])`` for consecutive blocks of at most ``block`` rows. A block is a view;
+    its pages are released when the next block is asked for (reading the view later still
+    works: the pages map back)."""
+    for s in range(0, len(X), block):
+        rows = slice(s, min(s + block, len(X)))
+        yield rows, X[rows]
+        release(X, rows.start, rows.stop)
+
+
+def take(X: np.ndarray, idx: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """``X[idx]`` (a copy, rows in ``idx``'s order), read in ascending row order ``block`` rows
+    at a time, releasing each stretch after it is read.
+
+    A random gather from a memory map is the worst case for the resident set: each row read
+    maps the pages around it too (the kernel's fault-around, 64 KiB), so a 2% sample of a pool
+    can leave most of the matrix resident.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    out = np.empty((len(idx), *X.shape[1:]), dtype=X.dtype)
+    order = np.argsort(idx, kind="stable")
+    for s in range(0, len(order), block):
+        part = order[s : s + block]
+        rows = idx[part]
+        out[part] = X[rows]
+        release(X, int(rows[0]), int(rows[-1]) + 1)
+    return out
