@@ -49,6 +49,7 @@ from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.exceptions import SourceReadError
 from curation.ingest import LOCATION
+from curation.memory import trim_heap
 from curation.metrics import projection_2d, selection_metrics
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
@@ -354,6 +355,7 @@ class Builder:
                         {k: v.key for k, v in inputs.items()})
         log.info("%s: started (key %s)", name, key[:12])
         out = cls.of(self.store.run(name, key, produce))
+        trim_heap()  # the stage's temporaries must not count towards the next stage's peak
         if setup_seconds:
             out = replace(out, seconds=round(out.seconds + setup_seconds, 3))
         log.info("%s: %s", name, "reused from an earlier build" if out.reused else f"done in {out.seconds:.1f} s")

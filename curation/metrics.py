@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.mapped import blocks
+from curation.memory import blocks
 
 
 def vendi_from_eigenvalues(lam: np.ndarray, q: float = 1.0) -> float:
@@ -52,13 +52,13 @@ def vendi_score(X: np.ndarray, q: float = 1.0) -> float:
 
 
 # ------------------------------------------------------------------------------ a version's metrics
-def projection_2d(X: np.ndarray, block: int = 65_536) -> np.ndarray:
+def projection_2d(X: np.ndarray, block: int = 16_384) -> np.ndarray:
     """The rows of ``X`` (n, d) on their first two principal axes, (n, 2) float32.
 
     PCA through the d x d covariance (O(n d² + d³), no n x n matrix), each axis's sign fixed so
     its largest loading is positive: the same vectors always give the same map. ``X`` is read
     ``block`` rows at a time (a memory-mapped matrix is never copied, nor left resident: see
-    :mod:`curation.mapped`); the block size is fixed, so the sums, and the map's bits, do not
+    :mod:`curation.memory`); the block size is fixed, so the sums, and the map's bits, do not
     depend on how much memory there is.
     """
     n, d = X.shape if X.ndim == 2 else (len(X), 0)

@@ -20,7 +20,7 @@ from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
 from curation.ingest import LOCATION, SchemaGuard, combine, normalize_batch, union_sources
-from curation.mapped import release
+from curation.memory import release
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
 from curation.report_schema import (
@@ -78,7 +78,7 @@ def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[p
 #: hashes). Results never depend on it (a test builds with a tiny value and compares bytes).
 BLOCK_ROWS = 100_000
 #: the embed stage unmaps the vectors it wrote to the memory-mapped output each time this many
-#: bytes were written (curation.mapped), so the driver's RSS does not grow with the matrix
+#: bytes were written (curation.memory), so the driver's RSS does not grow with the matrix
 RELEASE_BYTES = 64 * 2**20
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from curation.exceptions import DataError
-from curation.mapped import blocks, take
+from curation.memory import blocks, take
 from curation.random import int_seed
 from curation.validation import Interval, Options, TypeOf, validate_params
 
@@ -91,7 +91,7 @@ class FaissKMeans:
                           verbose=False)
         km.cp.min_points_per_centroid = 1  # small pools are fine: don't warn about them
         # faiss would scan all of X for NaNs at once, leaving a memory-mapped pool resident;
-        # the same check block by block (curation.mapped) keeps one block resident
+        # the same check block by block (curation.memory) keeps one block resident
         km.cp.check_input_data_for_NaNs = False
         for rows, Xb in blocks(X):
             if not np.isfinite(Xb).all():

@@ -1,10 +1,10 @@
-"""curation.mapped: a pass over a memory-mapped matrix leaves it mapped but not resident."""
+"""curation.memory: a pass over a memory-mapped matrix leaves it mapped but not resident."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from curation.mapped import blocks, release
+from curation.memory import blocks, release
 from curation.metrics import projection_2d
 
 
@@ -49,3 +49,49 @@ def test_a_blocked_pass_holds_about_one_block_and_sees_every_row(tmp_path):
     release(X)
     np.testing.assert_array_equal(projection_2d(X, block=2_000), projection_2d(np.load(path), block=2_000))
     assert resident_kb(path) < 6_000  # the map of the memory-mapped pool did not keep it resident
+
+
+def rss_anon_mb() -> float:
+    return int(next(line for line in open("/proc/self/status") if line.startswith("RssAnon")).split()[1]) / 1024
+
+
+def test_trim_heap_hands_freed_heap_between_live_blocks_back_to_the_os():
+    """glibc keeps freed chunks that sit below live ones; trim_heap returns their pages."""
+    from curation.memory import trim_heap
+
+    junk, keep = [], []
+    for _ in range(2000):  # 100 kB blocks (below glibc's mmap threshold) pinned apart by 1 kB ones
+        junk.append(bytearray(100_000))
+        keep.append(bytearray(1000))
+    del junk
+    before = rss_anon_mb()
+    trim_heap()
+    assert before - rss_anon_mb() > 100  # of the ~190 MB freed
+    assert len(keep) == 2000
+
+
+def test_take_gathers_rows_in_the_callers_order_holding_one_stretch_at_a_time(tmp_path, monkeypatch):
+    from curation import memory
+
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(80_000 * 128, dtype=np.float32).reshape(80_000, 128))  # 39 MiB
+    X = np.load(path, mmap_mode="r")
+    idx = np.random.default_rng(1).choice(80_000, size=6_000, replace=False)  # a random sample
+    idx = np.concatenate([idx, idx[:5]])  # repeats too
+    resident_before_each_release = []
+    real_release = memory.release
+
+    def watched(A, start=0, stop=None):
+        resident_before_each_release.append(resident_kb(path))
+        real_release(A, start, stop)
+
+    monkeypatch.setattr(memory, "release", watched)
+    got = memory.take(X, idx, block=8_000)
+    np.testing.assert_array_equal(got, np.asarray(X)[idx])
+    assert len(resident_before_each_release) == 10  # one stretch of 8,000 rows (3.9 MiB) at a time
+    real_release(X)
+    X[np.sort(idx)]  # the same rows gathered plainly: the kernel's read-around maps nearly all of X
+    plain = resident_kb(path)
+    assert plain > 30_000  # of 39 MiB
+    # one stretch plus what the kernel maps around the faults (up to a few MiB here)
+    assert max(resident_before_each_release) < plain / 3
