@@ -296,6 +296,14 @@ def table(rs: list[dict]) -> str:
                      ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rs])
 
 
+def command(args: argparse.Namespace) -> str:
+    """The run's arguments, defaults included, as a command line that repeats it."""
+    return (f"--sizes {' '.join(map(str, args.sizes))} --models {' '.join(args.models)} "
+            f"--floors-max {args.floors_max} --cli-size {args.cli_size} --rebuild-size {args.rebuild_size} "
+            f"--value-size {args.value_size} --validation {args.validation}"
+            + ("" if Path(args.out) == ROOT / "bench/results/scale.md" else f" --out {args.out}"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="*", default=[100_000, 1_000_000])
@@ -317,7 +325,7 @@ def main() -> None:
 
     text = (f"# Scale: stages against raw components\n\n"
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores; `python bench/scale.py {' '.join(sys.argv[1:])}`. Synthetic short texts "
+            f"{os.cpu_count()} cores; `python bench/scale.py {command(args)}`. Synthetic short texts "
             f"(8 words + a serial number), k = {K}, kmq budget 1,000. Serial library build in a child process "
             "(nothing reused); raw floors measured in the same run (see bench/scale.py).\n")
     if rows:
@@ -335,6 +343,8 @@ def main() -> None:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +
                  "\n\nvalue_s: the build's value stage (library build, serial: one shard); "
                  "knn_shapley_alone_s: the same function on the same vectors in the bench process.\n")
+    if 10_000_000 not in args.sizes:
+        text += "\nThe 10M-item build: bench/results/scale-10m.md.\n"
     Path(args.out).write_text(text)
     print(text)
 

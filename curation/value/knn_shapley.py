@@ -14,6 +14,13 @@ reversed cumulative sum, vectorised over a block of test points.
 Truncated (``epsilon``): only the K* = max(K, ⌈1/ε⌉) nearest training points of each test
 point (a faiss search) get a value, with the recursion started at ``s_{α_K*} := 0``. Since
 ``|s_{α_i}| ≤ 1/i`` for i > K, every value is within ε of the exact one.
+
+The truncated search streams the training matrix: it is cut into shards of
+:data:`SHARD_ROWS` rows, each shard's K* nearest rows per test point are found on their own
+(:func:`shard_neighbours`, one faiss index of one shard: memory bounded by the shard, and the
+shards can run on different workers), and the global K* nearest are the best K* of the
+shards' candidates (:func:`merge_neighbours`; equal distances ranked by training order). The
+shard size is fixed, so the values do not depend on how many workers there are.
 """
 
 from __future__ import annotations
@@ -73,11 +80,10 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
     if N == 0 or T == 0:
         return (phi, np.zeros((T, N))) if per_test else phi
     if epsilon is not None:
-        kstar = min(N, max(k, math.ceil(1 / epsilon)))
-        nn = _neighbours(Xtr, Xte, kstar)
-        s = _values_sorted(ytr[nn] == yte[:, None], k, N, truncated=kstar < N)
-        np.add.at(phi, nn.ravel(), s.ravel())
-        return phi / T
+        kstar = truncation_rank(N, k, epsilon)
+        nn = merge_neighbours([shard_neighbours(Xtr[a : a + SHARD_ROWS], a, Xte, kstar)
+                               for a in range(0, N, SHARD_ROWS)], kstar)
+        return truncated_values(nn, ytr, yte, k, N)
     full = np.zeros((T, N)) if per_test else None
     block = block or max(1, int(2e7 // N))
     sq = (Xtr.astype(np.float64) ** 2).sum(1)
@@ -97,11 +103,38 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
     return (phi, full) if per_test else phi
 
 
-def _neighbours(Xtr: np.ndarray, Xte: np.ndarray, kstar: int) -> np.ndarray:
-    """Indices (T, K*) of each test point's nearest training points (exact L2, faiss)."""
+#: training rows per shard of the truncated search (256 MiB of 256-dimensional float32 vectors)
+SHARD_ROWS = 262_144
+
+
+def truncation_rank(n: int, k: int, epsilon: float) -> int:
+    """K* = max(K, ⌈1/ε⌉), at most the number of training points."""
+    return min(n, max(k, math.ceil(1 / epsilon)))
+
+
+def shard_neighbours(X_shard: np.ndarray, offset: int, X_test: np.ndarray,
+                     kstar: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distances and training indices (``offset`` + row in the shard), each (T, K'),
+    K' = min(K*, shard rows), of each test point's nearest rows of one shard (exact, faiss)."""
     import faiss
 
-    index = faiss.IndexFlatL2(Xtr.shape[1])
-    index.add(Xtr)
-    _, nn = index.search(Xte, kstar)
-    return nn
+    index = faiss.IndexFlatL2(X_shard.shape[1])
+    index.add(np.ascontiguousarray(X_shard, dtype=np.float32))
+    dist, nn = index.search(np.ascontiguousarray(X_test, dtype=np.float32), min(kstar, len(X_shard)))
+    return dist, nn + offset
+
+
+def merge_neighbours(parts: list[tuple[np.ndarray, np.ndarray]], kstar: int) -> np.ndarray:
+    """Indices (T, K*) of each test point's K* nearest training points, from the shards' nearest
+    (:func:`shard_neighbours`): ascending distance, equal distances in training order."""
+    dist = np.concatenate([d for d, _ in parts], axis=1)
+    idx = np.concatenate([i for _, i in parts], axis=1)
+    order = np.lexsort((idx, dist), axis=1)[:, :kstar]
+    return np.take_along_axis(idx, order, axis=1)
+
+
+def truncated_values(nn: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Truncated KNN-Shapley values (n,) from each test point's K* nearest (``nn``, (T, K*))."""
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    s = _values_sorted(y_train[nn] == y_test[:, None], k, n, truncated=nn.shape[1] < n)
+    return np.bincount(nn.ravel(), weights=s.ravel(), minlength=n) / len(nn)

@@ -7,9 +7,11 @@ config)`` shards the work through ``map_fn`` (the flow
 passes a Ray map; serial by default) and returns a :class:`ValuationResult` with one value per
 pool row:
 
-* ``knn-shapley``: the held-out rows are split into shards, each shard's values are computed
-  where ``map_fn`` runs them, and the shard means are combined weighted by shard size (the
-  value is a mean over test points, so this is exact);
+* ``knn-shapley``: truncated (``epsilon``), the pool's rows are split into shards of
+  :data:`curation.value.knn_shapley.SHARD_ROWS`, each shard's nearest rows to every held-out
+  row are found where ``map_fn`` runs them, and merged (exact: the same K* nearest as one
+  search); exact, the held-out rows are split into shards, each ranking the whole pool, and
+  the shard means are combined weighted by shard size (the value is a mean over test points);
 * model-based methods (``tmc-shapley``, ``g-shapley``, ``loo``, ``beta-shapley``, ``banzhaf``):
   a logistic regression per evaluated subset, scored by accuracy on the held-out rows;
   permutations / samples are batched through ``map_fn``. With ``players: groups`` each group is
@@ -29,7 +31,14 @@ from curation.exceptions import DataError
 from curation.registry import Registered, Registry
 from curation.types import Pool
 from curation.value.gshapley import g_shapley
-from curation.value.knn_shapley import knn_shapley
+from curation.value.knn_shapley import (
+    SHARD_ROWS,
+    knn_shapley,
+    merge_neighbours,
+    shard_neighbours,
+    truncated_values,
+    truncation_rank,
+)
 from curation.value.result import ValuationResult
 from curation.value.semivalues import banzhaf_msr, beta_shapley, expand_group_values, loo, serial_map, tmc_shapley
 from curation.value.utility import ModelUtility
@@ -51,8 +60,13 @@ class ValueMethod(Registered, BaseModel):
 
 
 def _knn_shard(args: tuple) -> np.ndarray:
-    X, y, Xt, yt, k, eps = args
-    return knn_shapley(X, y, Xt, yt, k, epsilon=eps) * len(Xt)
+    X, y, Xt, yt, k = args
+    return knn_shapley(X, y, Xt, yt, k) * len(Xt)
+
+
+def _neighbour_shard(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    X_shard, offset, X_test, kstar = args
+    return shard_neighbours(X_shard, offset, X_test, kstar)
 
 
 class KnnShapley(ValueMethod, name="knn-shapley"):
@@ -63,12 +77,21 @@ class KnnShapley(ValueMethod, name="knn-shapley"):
     epsilon: float | None = Field(default=None, gt=0, le=1, description="truncation (null = exact)")
 
     def run(self, pool, y, X_val, y_val, *, rng, map_fn, n_jobs):
-        # one shard of held-out rows per worker: each task carries the pool's vectors once; the
-        # value is a mean over test points, so the size-weighted mean of shard values is exact
-        size = -(-len(X_val) // max(1, n_jobs))
-        shards = [(pool.embeddings, y, X_val[a : a + size], y_val[a : a + size], self.k, self.epsilon)
-                  for a in range(0, len(X_val), size)]
-        values = np.sum(map_fn(_knn_shard, shards), axis=0) / len(X_val)
+        X = pool.embeddings
+        if self.epsilon is not None:
+            # truncated: the pool streams through in shards of rows, each task holding one shard
+            # and all held-out rows; the shards' nearest rows merge into each test point's K*
+            kstar = truncation_rank(len(X), self.k, self.epsilon)
+            shards = [(X[a : a + SHARD_ROWS], a, X_val, kstar) for a in range(0, len(X), SHARD_ROWS)]
+            values = truncated_values(merge_neighbours(map_fn(_neighbour_shard, shards), kstar), y, y_val,
+                                      self.k, len(X))
+        else:
+            # exact: every test point ranks the whole pool; one shard of held-out rows per worker,
+            # each task carrying the pool's vectors once; the value is a mean over test points,
+            # so the size-weighted mean of shard values is exact
+            size = -(-len(X_val) // max(1, n_jobs))
+            shards = [(X, y, X_val[a : a + size], y_val[a : a + size], self.k) for a in range(0, len(X_val), size)]
+            values = np.sum(map_fn(_knn_shard, shards), axis=0) / len(X_val)
         # exact for the held-out set (or within epsilon): no sampling error to report
         return ValuationResult(values=values, stderr=np.full(len(values), np.nan),
                                counts=np.zeros(len(values), np.int64), method="knn_shapley",

@@ -38,6 +38,42 @@ def test_knn_shapley_sharded_equals_one_call():
     assert res.values[:6].mean() < res.values[6:].mean()
 
 
+def test_truncated_knn_shapley_streams_the_pool_in_row_shards_and_merges_to_the_one_search(monkeypatch):
+    """Each task holds one shard of pool rows (and the held-out rows); the shards' nearest rows
+    merge into the K* nearest of one search over the whole pool, so the values are the same."""
+    import importlib
+
+    knn_module = importlib.import_module("curation.value.knn_shapley")  # the module, not the function
+
+    pool = labelled_pool(n=60, n_val=25)
+    direct = knn_shapley(pool.embeddings, pool.labels, pool.reference.embeddings, pool.reference.labels, 3,
+                         epsilon=0.1)
+    monkeypatch.setattr("curation.value.pool.SHARD_ROWS", 16)
+    seen = []
+
+    def recording_map(func, args):
+        seen.extend(len(a[0]) for a in args)
+        return reversed_map(func, args)
+
+    res = value_pool(pool, ValueConfig(k=3, epsilon=0.1), rng=np.random.default_rng(0), map_fn=recording_map)
+    assert seen == [16, 16, 16, 12] and res.info["shards"] == 4
+    np.testing.assert_allclose(res.values, direct, atol=1e-12)
+    monkeypatch.setattr(knn_module, "SHARD_ROWS", 7)  # the function alone shards the same way
+    np.testing.assert_allclose(knn_shapley(pool.embeddings, pool.labels, pool.reference.embeddings,
+                                           pool.reference.labels, 3, epsilon=0.1), direct, atol=1e-12)
+
+
+def test_merged_neighbours_rank_equal_distances_in_training_order():
+    from curation.value.knn_shapley import merge_neighbours, shard_neighbours
+
+    X = np.zeros((10, 2), np.float32)
+    X[[7, 2]] = [1, 1]  # two copies of the test point, in different shards; the rest farther
+    X[[0, 1, 3, 4, 5, 6, 8, 9]] = np.arange(8, dtype=np.float32)[:, None] + 3
+    test = np.array([[1, 1]], np.float32)
+    parts = [shard_neighbours(X[a : a + 4], a, test, 3) for a in (8, 4, 0)]  # in any order
+    assert merge_neighbours(parts, 3).tolist() == [[2, 7, 0]]
+
+
 def test_tmc_values_with_stderr_and_group_players():
     pool = labelled_pool(n=30, n_val=40)
     cfg = ValueConfig(method="tmc-shapley", max_permutations=20, conv_rtol=0)
