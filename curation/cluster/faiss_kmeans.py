@@ -23,14 +23,20 @@ def kmeans_plusplus(X: np.ndarray, k: int, *, rng: np.random.Generator) -> np.nd
     """k-means++ seeding (Arthur & Vassilvitskii 2007): each next centre is drawn with
     probability proportional to its squared distance to the nearest centre chosen so far."""
     n = len(X)
+    X = np.asarray(X, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+
+    def dist2(c: np.ndarray) -> np.ndarray:  # |x - c|² = |x|² - 2 x·c + |c|², one product per centre
+        return np.maximum(sq - 2.0 * (X @ c).astype(np.float64) + float(c.astype(np.float64) @ c), 0.0)
+
     centers = np.empty((k, X.shape[1]), dtype=np.float32)
     centers[0] = X[rng.integers(n)]
-    d2 = ((X - centers[0]) ** 2).sum(1)
+    d2 = dist2(centers[0])
     for j in range(1, k):
         total = d2.sum()
         i = rng.choice(n, p=d2 / total) if total > 0 else rng.integers(n)
         centers[j] = X[i]
-        d2 = np.minimum(d2, ((X - centers[j]) ** 2).sum(1))
+        d2 = np.minimum(d2, dist2(centers[j]))
     return centers
 
 

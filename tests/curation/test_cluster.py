@@ -110,3 +110,18 @@ def test_the_fit_sample_gathered_block_by_block_is_faiss_own_subsample(tmp_path)
     np.testing.assert_array_equal(ours.centroids_, ref.centroids)
     again = FaissKMeans(6, niter=8, init="random", max_points_per_centroid=64).fit(X, rng=np.random.default_rng(5))
     np.testing.assert_array_equal(again.labels_, ours.labels_)  # memory-mapped or not: the same labels
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_silhouette_score_equals_scikit_learns(metric):
+    from sklearn.metrics import silhouette_score as sk_silhouette
+
+    from curation.cluster.silhouette import silhouette_score
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(loc=c, size=(40, 5)) for c in (0, 3, -3)]).astype(np.float32)
+    labels = np.repeat(["b", "a", "c"], 40)
+    labels[7] = "lonely"  # a cluster of one point scores 0
+    X[11] = 0  # a zero row (cosine: distance 1 to everything)
+    for lab in (labels, rng.integers(0, 4, len(X))):
+        assert silhouette_score(X, lab, metric) == pytest.approx(sk_silhouette(X, lab, metric=metric), abs=1e-6)  # sklearn: float32 maths
