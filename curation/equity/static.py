@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq
 
 from curation.allocation import allocate
 from curation.equity.curves import PowerLaw
@@ -182,6 +181,8 @@ def _weighted_kkt(a: np.ndarray, b: np.ndarray, kappa: np.ndarray, w: np.ndarray
         hi += 20.0
     if lo == hi:
         return n_of(lo)
+    from scipy.optimize import brentq  # imported on use: scipy.optimize costs ~0.9 s cold
+
     loglam = brentq(h, lo, hi, xtol=1e-13, rtol=4 * np.finfo(float).eps, maxiter=500)
     return n_of(loglam)
 
@@ -289,6 +290,8 @@ def _solve_level(a, b, c, kappa, lower, budget: float, floor: float) -> float:
         return lo
     if h(hi) == 0:
         return hi
+    from scipy.optimize import brentq
+
     return float(brentq(h, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps, maxiter=500))
 
 
