@@ -109,3 +109,29 @@ def test_files_is_declared_as_an_entry_point():
     eps = {ep.name: ep for ep in entry_points(group="curation.connectors")}
     assert eps["files"].value == "connectors.files:FilesConnector"
     assert eps["files"].load() is FilesConnector  # the declared target imports and is the class
+
+
+def test_location_columns_built_on_buffers_equal_pyarrows_own():
+    import numpy as np
+
+    from connectors.base import int64_array, repeated_string
+
+    for n in (0, 1, 5):
+        assert int64_array(np.arange(3, 3 + n)).equals(pa.array(np.arange(3, 3 + n, dtype=np.int64)))
+        for value in ("data/part-0.parquet", "s3://b/ünïcode.jsonl", ""):
+            assert repeated_string(value, n).equals(pa.repeat(pa.scalar(value, pa.string()), n))
+
+
+def test_a_files_build_never_imports_pandas(tmp_path):
+    """pyarrow imports pandas on its first pa.array / pa.scalar of Python or NumPy values; the
+    build never calls them, which keeps 0.3-0.6 s off every build's start."""
+    import subprocess
+    import sys
+
+    pl.DataFrame({"text": [f"row {i}" for i in range(50)]}).write_parquet(tmp_path / "rows.parquet")
+    code = ("import sys, curation; curation.build({'name': 'p', 'sources': [{'name': 's', 'path': 'rows.parquet', "
+            "'text': 'text'}], 'embed': {'model': 'hashing'}, 'cluster': {'k': 2}, "
+            "'select': {'method': 'kmq', 'budget': 5}, 'output': {'root': 'out'}}); print('pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
