@@ -341,7 +341,7 @@ def main() -> None:
                  "Ray is not started for these light embedders on one machine (`ray_actors: 0`).\n")
     if value:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +
-                 "\n\nvalue_s: the build's value stage (library build, serial: one shard); "
+                 "\n\nvalue_s: the build's value stage (library build, serial: the pool's 262,144-row shards one after another); "
                  "knn_shapley_alone_s: the same function on the same vectors in the bench process.\n")
     if 10_000_000 not in args.sizes:
         text += "\nThe 10M-item build: bench/results/scale-10m.md.\n"
