@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from connectors.base import Connector
 from connectors.files import FilesConnector
 from connectors.huggingface import HuggingFaceConnector
-from connectors.sql import SqlConnector
 
 __all__ = ["Connector", "FilesConnector", "HuggingFaceConnector", "SqlConnector", "known_connectors", "load_connector"]
 
@@ -31,3 +32,12 @@ def load_connector(kind: str, *, field: str = "sources[].kind") -> type[Connecto
     if not (isinstance(cls, type) and issubclass(cls, Connector)):
         raise InvalidParameterError(f"{field}={kind!r}: the plugin is {cls!r}, not a Connector subclass")
     return cls
+
+
+def __getattr__(name: str) -> Any:
+    # the SQL connector imports SQLAlchemy (0.3 s): only a build with an SQL source pays for it
+    if name == "SqlConnector":
+        from connectors.sql import SqlConnector
+
+        return SqlConnector
+    raise AttributeError(f"module 'connectors' has no attribute {name!r}")

@@ -58,7 +58,8 @@ def repeated_string(value: str, n: int) -> pa.Array:
 class Connector(Registered, ABC):
     """Reads one recipe source. Subclasses implement ``units`` and ``_read_unit``."""
 
-    registry: ClassVar[Registry] = Registry("connector kind", "curation.connectors", builtins="connectors")
+    registry: ClassVar[Registry] = Registry("connector kind", "curation.connectors", builtins="connectors",
+                                            lazy={"sql": "connectors.sql"})
 
     def __init__(self, source: Any) -> None:
         self.source = source  # a curation.recipe.SourceConfig (or anything with the same fields)

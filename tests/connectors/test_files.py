@@ -122,16 +122,22 @@ def test_location_columns_built_on_buffers_equal_pyarrows_own():
             assert repeated_string(value, n).equals(pa.repeat(pa.scalar(value, pa.string()), n))
 
 
-def test_a_files_build_never_imports_pandas(tmp_path):
+def test_a_files_build_imports_neither_pandas_nor_sqlalchemy(tmp_path):
     """pyarrow imports pandas on its first pa.array / pa.scalar of Python or NumPy values; the
-    build never calls them, which keeps 0.3-0.6 s off every build's start."""
+    build never calls them, and only an SQL source loads SQLAlchemy: 0.6-0.9 s off every build's
+    start."""
     import subprocess
     import sys
 
     pl.DataFrame({"text": [f"row {i}" for i in range(50)]}).write_parquet(tmp_path / "rows.parquet")
     code = ("import sys, curation; curation.build({'name': 'p', 'sources': [{'name': 's', 'path': 'rows.parquet', "
             "'text': 'text'}], 'embed': {'model': 'hashing'}, 'cluster': {'k': 2}, "
-            "'select': {'method': 'kmq', 'budget': 5}, 'output': {'root': 'out'}}); print('pandas' in sys.modules)")
+            "'select': {'method': 'kmq', 'budget': 5}, 'output': {'root': 'out'}}); "
+            "print(sorted(m for m in ('pandas', 'sqlalchemy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    from connectors import known_connectors, load_connector
+
+    assert {"files", "sql", "huggingface"} <= set(known_connectors())  # listed without importing it
+    assert load_connector("sql").__name__ == "SqlConnector"  # and loaded on demand

@@ -103,3 +103,23 @@ def test_a_broken_plugin_fails_with_one_line_not_a_traceback(tmp_path, monkeypat
     with pytest.raises(InvalidParameterError, match=r"value\.method='broken': the value method plugin failed to "
                                                     r"load: missing dependency xyz"):
         value_method(method="broken")
+
+
+def test_a_lazy_builtin_is_listed_at_once_and_imported_only_when_looked_up(tmp_path, monkeypatch):
+    import sys
+
+    from curation.registry import Registered, Registry
+
+    class Base(Registered):
+        registry = Registry("widget", "curation.test_widgets", lazy={"slow": "slow_widget"})
+
+    monkeypatch.setitem(sys.modules, "base_for_slow_widget", sys.modules[__name__])
+    monkeypatch.setattr(sys.modules[__name__], "WidgetBase", Base, raising=False)
+    (tmp_path / "slow_widget.py").write_text(
+        "from base_for_slow_widget import WidgetBase\n\nclass Slow(WidgetBase, name='slow'):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "slow" in Base.registry.names() and "slow" in Base.registry
+    assert "slow_widget" not in sys.modules  # listing and membership import nothing
+    assert Base.registry.get("slow", field="widget.kind").__name__ == "Slow"
+    assert "slow_widget" in sys.modules
+    monkeypatch.delitem(sys.modules, "slow_widget")
