@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 CURATE = str(Path(sys.executable).with_name("curate"))
 
 
-def live_pids() -> set[int]:
+def live_pids(marker: str) -> set[int]:
+    """Live processes whose environment carries ``CURATION_TEST_BUILD=<marker>``: the build and
+    everything it started (Ray, Prefect's server and their workers inherit its environment);
+    other processes on the machine do not count."""
+    tag = f"CURATION_TEST_BUILD={marker}".encode()
     out = set()
     for entry in Path("/proc").glob("[0-9]*"):
         try:
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and \
+                    tag in (entry / "environ").read_bytes().split(b"\0"):
                 out.add(int(entry.name))
         except (OSError, IndexError):
             pass
@@ -38,8 +44,9 @@ def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list
                      "text": "text", "limit": 3000}],
         "groups": ["task"], "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64}, "cluster": {"k": 8},
         "select": {"method": "random", "budget": 100}, "output": {"root": "out"}}))
+    marker = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
-    before = live_pids()
+    env["CURATION_TEST_BUILD"] = marker
     # a terminal's process: SIGINT at its default (a test runner may have inherited it ignored)
     proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -59,7 +66,7 @@ def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list
         pytest.fail(f"the build did not end within 90 s of the signal; its stderr:\n{err[-4000:]}")
     assert time.monotonic() - t0 < 30, err[-3000:]
     for _ in range(50):  # children may take a moment to be reaped by init
-        left = sorted(live_pids() - before - {os.getpid()})
+        left = sorted(live_pids(marker))
         if not left:
             break
         time.sleep(0.2)
