@@ -47,13 +47,15 @@ def int64_array(values: np.ndarray) -> pa.Array:
 
 
 def repeated_string(value: str, n: int) -> pa.Array:
-    """A string array of ``n`` copies of ``value``, built on buffers (``pa.scalar`` would import
-    pandas, as :func:`int64_array` says)."""
+    """``n`` copies of ``value`` as a dictionary array (one entry, ``n`` zero indices), built on
+    buffers: ``pa.scalar`` would import pandas, as :func:`int64_array` says. Polars reads it as a
+    categorical column, so a location's unit costs 4 bytes per row, not a copy of its path."""
     data = value.encode()
-    large = len(data) * n >= 2**31  # 32-bit offsets end at 2 GiB
-    offsets = np.arange(n + 1, dtype=np.int64 if large else np.int32) * len(data)
-    return pa.Array.from_buffers(pa.large_string() if large else pa.string(), n,
-                                 [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
+    entry = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(np.array([0, len(data)], np.int32)),
+                                                   pa.py_buffer(data)])
+    indices = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(np.zeros(n, np.int32))])
+    return pa.DictionaryArray.from_arrays(indices, entry)
+
 
 class Connector(Registered, ABC):
     """Reads one recipe source. Subclasses implement ``units`` and ``_read_unit``."""

@@ -212,6 +212,9 @@ def parquet_tables(src: str | IO[bytes], where: str, source_name: str) -> Iterat
             raise
         raise DataError(f"sources[{source_name}]: {where} is not a readable Parquet file: {one_line(exc)} "
                         "(if it holds CSV or JSON lines, rename it or set format:)") from None
+    if isinstance(src, str):
+        yield from _local_parquet_tables(src, pf.metadata.num_rows, where, source_name)
+        return
     batches = pf.iter_batches(batch_size=BATCH_ROWS)
     while True:
         try:
@@ -223,6 +226,22 @@ def parquet_tables(src: str | IO[bytes], where: str, source_name: str) -> Iterat
                 raise
             raise DataError(f"sources[{source_name}]: {where} is a corrupt Parquet file: {one_line(exc)}") from None
         yield pa.Table.from_batches([batch])
+
+
+def _local_parquet_tables(path: str, rows: int, where: str, source_name: str) -> Iterator[pa.Table]:
+    """A local Parquet file read by polars, :data:`BATCH_ROWS` rows at a time (a slice reads only
+    the row groups it overlaps), as Arrow tables of string *views*, which ingest takes over
+    without a copy. At 1M short texts: 0.10-0.12 s against 0.17 s for pyarrow's batches plus
+    the conversion of their strings."""
+    import polars as pl
+
+    scan = pl.scan_parquet(path, glob=False)  # a name with [ or * is a file, not a pattern
+    for start in range(0, rows, BATCH_ROWS):
+        try:
+            frame = scan.slice(start, BATCH_ROWS).collect()
+        except pl.exceptions.PolarsError as exc:  # the footer was read: what fails now is a page
+            raise DataError(f"sources[{source_name}]: {where} is a corrupt Parquet file: {one_line(exc)}") from None
+        yield frame.to_arrow(compat_level=pl.CompatLevel.newest())
 
 
 def is_data_file(name: str, fmt: str | None) -> bool:

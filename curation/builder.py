@@ -48,7 +48,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.exceptions import SourceReadError
-from curation.ingest import LOCATION
+from curation.ingest import ROW_COL, UNIT_COL, restore_texts
 from curation.memory import trim_heap
 from curation.metrics import projection_2d, selection_metrics
 from curation.progress import progress
@@ -68,8 +68,9 @@ MapChunks = Callable[[Embedder, list[list[str]]], Iterator[np.ndarray]]
 MapFn = Callable[..., list[Any]]
 
 #: Bump a stage's version when its code changes what it writes: older entries are then not reused.
-STAGE_VERSIONS = {"ingest": 1, "embed": 2, "cluster": 1, "value": 1, "select": 2}
-# embed 2: one memory-mapped embeddings.npy (pool rows, then held-out rows); select 2: report status/reason_code
+STAGE_VERSIONS = {"ingest": 2, "embed": 2, "cluster": 1, "value": 1, "select": 2}
+# ingest 2: the location as categorical unit + row, the text only in __text; embed 2: one
+# memory-mapped embeddings.npy (pool rows, then held-out rows); select 2: report status/reason_code
 
 #: What each stage reads from the recipe (besides its input stages); exactly these go into its key.
 STAGE_READS = {
@@ -390,13 +391,13 @@ class Builder:
                     raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
                                           f"{type(exc).__name__}: {redact(str(exc))}") from exc
                 # rows no connector could decode: no id, but their source and location
-                unreadable += [{"source": src.name, "reason": s["reason"],
-                                LOCATION: s["unit"] if s["row"] is None else f"{s['unit']}:{s['row']}"}
+                unreadable += [{"source": src.name, "reason": s["reason"], UNIT_COL: s["unit"], ROW_COL: s["row"]}
                                for s in conn.skipped_rows]
             items, skipped = pipeline.merge_sources(parts)
             if unreadable:
                 skipped = pl.concat([skipped, pl.DataFrame(unreadable, schema={
-                    "source": pl.String, "reason": pl.String, LOCATION: pl.String})], how="diagonal_relaxed")
+                    "source": pl.String, "reason": pl.String, UNIT_COL: pl.Categorical, ROW_COL: pl.Int64})],
+                    how="diagonal_relaxed")
             held = None
             if ref is not None and ref.fraction is not None:
                 items, held = holdout.split_fraction(items, ref.fraction, rng=stage_rng(r.seed, "holdout"))
@@ -490,6 +491,13 @@ class Builder:
         return self._run("value", Valued, sections, {"ingest": ingested, "embed": embedded}, produce)
 
     # -------------------------------------------------------------------------------- select
+    def text_sources(self) -> list[SourceConfig]:
+        """The sources whose rows the items (and held-out rows) hold: the recipe's, and the
+        held-out file's when there is one."""
+        r = self.recipe
+        from_file = r.holdout is not None and r.holdout.path is not None
+        return [*r.sources, *([reference_source(r)] if from_file else [])]
+
     def pool(self, ingested: Ingested, embedded: Embedded, clustered: Clustered | None = None,
              valued: Valued | None = None, *, items: pl.DataFrame | None = None) -> Pool:
         """The selectors' view of the pool: vectors, groups, labels, clusters, values, held-out set.
@@ -518,9 +526,12 @@ class Builder:
         def produce(out: Path) -> dict[str, Any]:
             pool = self.pool(ingested, embedded, clustered, valued)
             selection = pipeline.select(pool, r, stage_rng(r.seed, "select"))
-            items = pl.scan_parquet(ingested.dir / "items.parquet")  # read in parts: see pipeline.assemble
+            # read in parts: see pipeline.assemble
+            items = restore_texts(pl.scan_parquet(ingested.dir / "items.parquet"), self.text_sources(), r.groups)
+            held = ingested.reference()
             data, report = pipeline.assemble(items, ingested.skipped(), pool, selection, r.groups,
-                                             reference=ingested.reference(),
+                                             reference=None if held is None else restore_texts(
+                                                 held, self.text_sources(), r.groups),
                                              reference_from_file=r.holdout is not None and r.holdout.path is not None,
                                              value_stderr=None if valued is None else valued.values()[1])
             data.write_parquet(out / "data.parquet")

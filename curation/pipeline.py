@@ -19,7 +19,7 @@ import pyarrow as pa
 from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
-from curation.ingest import LOCATION, SchemaGuard, combine, normalize_batch, union_sources
+from curation.ingest import WHERE, SchemaGuard, combine, location, normalize_batch, union_sources, where_columns
 from curation.memory import release
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
@@ -35,7 +35,7 @@ from curation.report_schema import (
 from curation.select import build_selector
 from curation.types import Pool, Reference, Selection
 
-STAGING_COLUMNS = ("__text", "__label", LOCATION)
+STAGING_COLUMNS = ("__text", "__label", *WHERE)
 MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 
 
@@ -440,7 +440,7 @@ def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Po
     # selected rows; the content hashes read the rows in batches (see content_hashes).
     lf = items.lazy()
     names = lf.collect_schema().names()
-    narrow = [c for c in ("id", "source", "group", *groups, LOCATION, "__label") if c in names]
+    narrow = [c for c in ("id", "source", "group", *groups, *WHERE, "__label") if c in names]
     full = pl.concat([lf.select(list(dict.fromkeys(narrow))).collect(), fields], how="horizontal")
     picked = (lf.with_row_index("__row_nr").filter(pl.col("__row_nr").is_in(np.flatnonzero(chosen)))
               .collect())
@@ -450,10 +450,13 @@ def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Po
     data = data.select(front + [c for c in data.columns if c not in front])
 
     base_cols = ["id", "source", "group", *[c for c in groups if c in full.columns]]
-    where = [pl.col(LOCATION).alias("location")]
+
+    def where(frame: pl.DataFrame) -> list[pl.Expr]:
+        return [location()] if where_columns(frame) else []
+
     report = full.select(
         *base_cols,
-        *(where if LOCATION in full.columns else []),
+        *where(full),
         *([pl.col("__label").alias("label")] if "__label" in full.columns else []),
         "cluster",
         pl.col("selected_rank").is_not_null().alias("selected"),
@@ -470,7 +473,7 @@ def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Po
     if skipped.height:
         sk = skipped.select(
             *[c for c in base_cols if c in skipped.columns],
-            *(where if LOCATION in skipped.columns else []),
+            *where(skipped),
             pl.lit(False).alias("selected"),
             pl.lit(SKIPPED).alias("status"),
             (pl.lit(skipped_code("")) + pl.col("reason")).alias("reason_code"),
@@ -481,7 +484,7 @@ def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Po
         origin = pool.reference.origin if pool.reference is not None else "reference"
         ref = reference.select(
             *[c for c in base_cols if c in reference.columns],
-            *(where if LOCATION in reference.columns else []),
+            *where(reference),
             *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
             pl.lit(False).alias("selected"),
             content_hashes(reference),

@@ -119,7 +119,9 @@ def test_location_columns_built_on_buffers_equal_pyarrows_own():
     for n in (0, 1, 5):
         assert int64_array(np.arange(3, 3 + n)).equals(pa.array(np.arange(3, 3 + n, dtype=np.int64)))
         for value in ("data/part-0.parquet", "s3://b/ünïcode.jsonl", ""):
-            assert repeated_string(value, n).equals(pa.repeat(pa.scalar(value, pa.string()), n))
+            unit = repeated_string(value, n)
+            assert pa.types.is_dictionary(unit.type) and unit.dictionary.to_pylist() == [value]
+            assert unit.cast(pa.string()).equals(pa.repeat(pa.scalar(value, pa.string()), n))
 
 
 def test_a_files_build_imports_neither_pandas_nor_sqlalchemy(tmp_path):

@@ -9,7 +9,15 @@ import pyarrow as pa
 import pytest
 
 from curation.exceptions import DataError
-from curation.ingest import LOCATION, ROW_COL, UNIT_COL, check_unique_ids, combine, normalize_batch
+from curation.ingest import (
+    ROW_COL,
+    UNIT_COL,
+    check_unique_ids,
+    combine,
+    location,
+    normalize_batch,
+    restore_texts,
+)
 from curation.pipeline import merge_sources, read_source
 
 
@@ -88,7 +96,7 @@ def test_across_sources_the_first_source_wins_and_later_duplicates_are_reported_
     b = read_source(iter([located(["3", "1"], ["b3", "b1"], "b.jsonl")]), src(name="b", id="id"), [])
     items, skipped = merge_sources([a, b])
     assert items["id"].to_list() == ["1", "2", "3"] and items["__text"].to_list() == ["a1", "a2", "b3"]
-    assert skipped.select("id", "source", "reason", LOCATION).rows() == [("1", "b", "duplicate_id", "b.jsonl:2")]
+    assert skipped.select("id", "source", "reason", location()).rows() == [("1", "b", "duplicate_id", "b.jsonl:2")]
 
 
 def test_a_text_column_that_is_not_text_is_an_error_unless_cast():
@@ -109,10 +117,11 @@ def test_invalid_utf8_outside_the_text_skips_the_row_and_the_column_stays_text()
 
 
 def test_empty_and_whitespace_only_texts_are_skipped_as_empty_text():
-    t = pa.table({"id": ["1", "2", "3", "4"], "text": ["fine", "", "  \n\t", None]})
+    t = pa.table({"id": ["1", "2", "3", "4", "5", "6"], "text": ["fine", "", "  \n\t", None, "\u00a0\u2003", " x "]})
     items, skipped = normalize_batch(t, src(id="id"), [])
-    assert items["id"].to_list() == ["1"]
-    assert dict(skipped.select("id", "reason").rows()) == {"2": "empty_text", "3": "empty_text", "4": "null_text"}
+    assert items["id"].to_list() == ["1", "6"]
+    assert dict(skipped.select("id", "reason").rows()) == {"2": "empty_text", "3": "empty_text", "4": "null_text",
+                                                           "5": "empty_text"}  # Unicode spaces too
 
 
 def test_schema_drift_between_files_names_the_column_both_files_and_the_fix():
@@ -144,3 +153,26 @@ def test_tabular_rows_get_feature_hash_ids():
     t = pa.table({"age": [30, 30, 40], "city": ["a", "a", "b"]})
     items, skipped = combine([normalize_batch(t, src(text=None, features=["age", "city"]), [])], hashed_ids=True)
     assert items.height == 2 and skipped["reason"].to_list() == ["duplicate_content"]
+
+
+def test_the_items_hold_each_text_once_and_restore_texts_gives_every_source_its_own_column_back():
+    a = pa.table({"id": ["1", "2"], "body": ["a1", "a2"], "text": ["not a's text", None], "lang": ["en", "de"]})
+    b = pa.table({"id": ["3"], "text": ["b3"], "body": ["not b's text"], "lang": ["fr"]})
+    c = pa.table({"id": ["4"], "source": ["c4"], "lang": ["en"]})  # a text column with a reserved name
+    d = pa.table({"id": ["5"], "lang": ["d5"]})  # the text is the group column: read as it is
+    sources = [src(name="a", id="id", text="body"), src(name="b", id="id", text="text"),
+               src(name="c", id="id", text="source"), src(name="d", id="id", text="lang")]
+    parts = [read_source(iter([t]), s, ["lang"]) for t, s in zip((a, b, c, d), sources)]
+    items, _ = merge_sources(parts)
+    assert items["__text"].to_list() == ["a1", "a2", "b3", "c4", "d5"]
+    # stored once: each source's own text column is empty in the items (the group column is not)
+    assert items.filter(pl.col("source") == "a")["body"].is_null().all()
+    assert items.filter(pl.col("source") == "b")["text"].is_null().all()
+    assert items["src_source"].to_list()[3] is None and items["lang"].to_list()[4] == "d5"
+    for frame in (items, items.lazy()):
+        back = restore_texts(frame, sources, ["lang"])
+        back = back.collect() if isinstance(back, pl.LazyFrame) else back
+        assert back.columns == items.columns  # in place: a published row keeps its column order
+        assert back.select("body", "text", "src_source").rows() == [
+            ("a1", "not a's text", None), ("a2", None, None), ("not b's text", "b3", None), (None, None, "c4"),
+            (None, None, None)]

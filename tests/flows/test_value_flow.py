@@ -49,6 +49,56 @@ def test_knn_shapley_values_and_value_threshold_on_real_prompts(tmp_path, monkey
 
 
 @pytest.mark.slow
+def test_truncated_knn_shapley_sends_pool_shards_through_ray_and_equals_one_search(tmp_path, monkeypatch, ray_session,
+                                                                                  prefect_api, capsys):
+    """The pool streams through Ray tasks in shards (each its own faiss search); merged, the shards'
+    neighbours give the values one search over the whole pool gives."""
+    import curation.value.pool
+    import flows.ray_runtime
+    from curation.value.knn_shapley import knn_shapley
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(curation.value.pool, "SHARD_ROWS", 50)  # 400 rows: 8 shards
+    ran: list[tuple[str, int]] = []
+    real = flows.ray_runtime.ray_map
+
+    def counting(func, args, **kw):
+        ran.append((func.__name__, len(args)))
+        return real(func, args, **kw)
+
+    monkeypatch.setattr(flows.ray_runtime, "ray_map", counting)
+    rng = np.random.default_rng(3)
+    words = np.array(["red", "green", "blue", "cat", "dog", "bird", "sun", "rain", "tree", "stone"])
+    first = rng.integers(0, len(words), 500)
+    texts = [f"{words[f]} {' '.join(rng.choice(words, 4))} item {i}" for i, f in enumerate(first)]
+    pl.DataFrame({"id": [f"r{i}" for i in range(500)], "text": texts,
+                  "label": np.where(first < 5, "low", "high")}).write_parquet("rows.parquet")
+    Path("knn.yaml").write_text(yaml.safe_dump({
+        "name": "knn", "seed": 1,
+        "sources": [{"name": "rows", "kind": "files", "path": "rows.parquet", "id": "id", "text": "text",
+                     "label": "label"}],
+        "embed": {"model": "hashing"}, "cluster": {"k": 4},
+        "value": {"method": "knn-shapley", "k": 5, "epsilon": 0.1, "validation": {"fraction": 0.2}},
+        "select": {"method": "value-threshold", "budget": 200},
+        "output": {"root": "out"},
+    }))
+    assert main(["build", "knn.yaml"]) == 0
+    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ran == [("_neighbour_shard", 8)]
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["valuation"]["shards"] == 8
+    stages = {k: v["key"] for k, v in manifest["stages"].items()}
+    X = np.load(Path("out/.stages/embed") / stages["embed"] / "embeddings.npy")
+    ingest = Path("out/.stages/ingest") / stages["ingest"]
+    items = pl.read_parquet(ingest / "items.parquet", columns=["id", "__label"])
+    y_val = pl.read_parquet(ingest / "reference.parquet", columns=["__label"])["__label"].to_numpy()
+    expected = knn_shapley(X[: items.height], items["__label"].to_numpy(), X[items.height:], y_val, 5, epsilon=0.1)
+    report = pl.read_parquet(version / "report.parquet").filter(pl.col("status").is_in(["selected", "not_selected"]))
+    got = dict(zip(report["id"], report["value"]))
+    np.testing.assert_allclose([got[i] for i in items["id"]], expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
 def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_session, prefect_api, capsys):
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
