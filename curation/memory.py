@@ -14,6 +14,12 @@ file and the page cache, and touching the rows again maps them back (a minor fau
 read while the page cache holds them). :func:`blocks` reads a matrix block by block and
 releases each block after use, so a full pass holds one block.
 
+:func:`write_rows` writes rows into a memory-mapped matrix through its file (``pwrite``)
+rather than through the mapping: writing a page through a mapping costs a page fault, and a
+million 384-d vectors written 1024 rows at a time took 4.5 s in row order (10-14 s in a random
+order) against 0.6-1.2 s with ``pwrite``, which also leaves nothing resident in the process.
+Linux's page cache is shared between the two, so reads through the mapping see the rows.
+
 Arrays not backed by a memory map (in memory, or a fake in a test) are read the same way;
 releasing them does nothing.
 
@@ -28,6 +34,7 @@ import ctypes
 import ctypes.util
 import functools
 import mmap
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -91,6 +98,38 @@ def take(X: np.ndarray, idx: np.ndarray, block: int = 65_536) -> np.ndarray:
             out[order[a:b]] = X[rows[a:b]]
             release(X, w * block, (w + 1) * block)
     return out
+
+
+def write_rows(X: np.ndarray, positions: np.ndarray, rows: np.ndarray) -> None:
+    """``X[positions] = rows`` for distinct ``positions``. A memory-mapped, C-contiguous ``X``
+    is written through its file, one ``pwrite`` per run of consecutive positions (see the
+    module docstring); any other array by plain assignment."""
+    positions = np.asarray(positions, dtype=np.int64)
+    if not len(positions):
+        return
+    mm = _mapping(X)
+    name = getattr(X, "filename", None)
+    if mm is None or name is None or not X.flags.c_contiguous or not X.flags.writeable:
+        X[positions] = rows
+        return
+    order = np.argsort(positions, kind="stable")
+    pos = positions[order]
+    data = np.ascontiguousarray(np.asarray(rows)[order], dtype=X.dtype)
+    # where X[0] is in the file: the mapping starts at the offset rounded down to the allocation
+    # granularity (as np.memmap maps it), and X may be a view into the mapping
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    first = X.offset - X.offset % mmap.ALLOCATIONGRANULARITY + (X.ctypes.data - base)
+    row = X.strides[0]
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(pos) != 1) + 1, [len(pos)]])
+    fd = os.open(name, os.O_WRONLY)
+    try:
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            view = memoryview(data[a:b]).cast("B")
+            at, done = first + int(pos[a]) * row, 0
+            while done < len(view):  # a regular file takes it all at once, but pwrite may not
+                done += os.pwrite(fd, view[done:], at + done)
+    finally:
+        os.close(fd)
 
 
 @functools.cache

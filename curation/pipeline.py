@@ -20,7 +20,7 @@ from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
 from curation.ingest import WHERE, SchemaGuard, combine, location, normalize_batch, union_sources, where_columns
-from curation.memory import release
+from curation.memory import release, write_rows
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
 from curation.report_schema import (
@@ -77,9 +77,6 @@ def merge_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[p
 #: Rows a streaming step holds as Python objects at once (cache keys, cache lookups, content
 #: hashes). Results never depend on it (a test builds with a tiny value and compares bytes).
 BLOCK_ROWS = 100_000
-#: the embed stage unmaps the vectors it wrote to the memory-mapped output each time this many
-#: bytes were written (curation.memory), so the driver's RSS does not grow with the matrix
-RELEASE_BYTES = 64 * 2**20
 
 
 # ----------------------------------------------------------------------------------------- embed
@@ -116,17 +113,20 @@ class TextChunks(Sequence[list[str]]):
 #: A killed build loses at most ``PART_SECONDS`` of finished chunks.
 PART_SECONDS = 1.0
 PART_BYTES = 64 * 2**20
+QUEUE_BYTES = 32 * 2**20
 
 
 class _BackgroundPuts:
     """Cache writes on one background thread, so writing overlaps embedding the next chunks
     (SQLite and file writes release the GIL). Chunks are grouped into parts as
     :data:`PART_SECONDS` and :data:`PART_BYTES` say; a slow embedder's chunks (seconds each)
-    still get a part each, so a killed build resumes from its last chunk or so. At most
-    ``depth`` chunks wait in the queue; an error is raised in the caller at the next ``put`` or
-    at ``close``."""
+    still get a part each, so a killed build resumes from its last chunk or so. Chunks of up to
+    :data:`QUEUE_BYTES` of vectors wait in the queue (``put`` blocks beyond that): enough for
+    the embedder to go on while a part is written (0.2-2 s), where a queue of 4 chunks stalled
+    it (1M texts, hashing: 3 s). An error is raised in the caller at the next ``put`` or at
+    ``close``."""
 
-    def __init__(self, cache: EmbeddingCache, depth: int = 4, *, seconds: float | None = None,
+    def __init__(self, cache: EmbeddingCache, *, seconds: float | None = None,
                  max_bytes: int | None = None) -> None:
         import queue
         import threading
@@ -134,7 +134,8 @@ class _BackgroundPuts:
         self.cache, self.error = cache, None
         self.seconds = PART_SECONDS if seconds is None else seconds
         self.max_bytes = PART_BYTES if max_bytes is None else max_bytes
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.queue: queue.Queue = queue.Queue()
+        self.room, self.queued = threading.Condition(), 0  # vector bytes in the queue
         self.thread = threading.Thread(target=self._run, name="embedding-cache-writer", daemon=True)
         self.thread.start()
 
@@ -152,6 +153,9 @@ class _BackgroundPuts:
                 item = ()  # the oldest pending chunk has waited long enough
             done = item is None
             if item:
+                with self.room:
+                    self.queued -= item[1].nbytes
+                    self.room.notify()
                 if not pending:
                     oldest = time.monotonic()
                 pending.append(item)
@@ -164,7 +168,7 @@ class _BackgroundPuts:
         if self.error is not None:
             return
         try:
-            keys = np.concatenate([k for k, _ in batch]).astype(str)
+            keys = np.concatenate([k for k, _ in batch])  # S64: the cache takes bytes as they are
             self.cache.put(keys, np.concatenate([v for _, v in batch]), fresh=True)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             self.error = exc
@@ -173,6 +177,10 @@ class _BackgroundPuts:
         """Queue one chunk: its keys (an ``S64`` array, see :func:`text_keys`) and vectors."""
         if self.error is not None:
             raise self.error
+        with self.room:
+            while self.queued and self.queued + vectors.nbytes > QUEUE_BYTES:
+                self.room.wait()
+            self.queued += vectors.nbytes
         self.queue.put((keys, vectors))
 
     def close(self) -> None:
@@ -204,8 +212,10 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     They are sorted by length before chunking so each forward pass pads little (the same trick
     ``SentenceTransformer.encode`` uses inside one call); ties keep the keys' sorted order, so the
     chunks, and hence the vectors of a batch-dependent model, depend only on the set of missing
-    texts. Each finished chunk goes to the cache at once (written by a background thread), so an
-    interrupted run resumes where it stopped.
+    texts. A :attr:`~curation.embed.Embedder.batch_invariant` embedder (no padding) takes them
+    in pool order instead, so its vectors are written to ``X`` in runs of rows. Each finished
+    chunk goes to the cache at once (written by a background thread), so an interrupted run
+    resumes where it stopped.
 
     Memory: ``X`` is created by ``out(n, d)`` (default: an in-memory array; the build passes a
     memory-mapped file), cached vectors are looked up ``lookup_batch`` (default
@@ -231,26 +241,24 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
             hit, vecs = cache.get(keys[start : start + lookup_batch].astype(str))
             if vecs is not None:
                 found[start : start + lookup_batch] = hit
-                dest(vecs.shape[1])[start + np.flatnonzero(hit)] = vecs
-                release(X)  # written through to the file: a memory-mapped X does not stay resident
+                # through the file (curation.memory.write_rows): a memory-mapped X stays unmapped
+                write_rows(dest(vecs.shape[1]), start + np.flatnonzero(hit), vecs)
     missing = np.flatnonzero(~found)
     missing_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
     first_pos = missing[first]  # where each distinct missing text first occurs, in key order
-    lengths = col.gather(first_pos).str.len_chars().to_numpy()
-    order = np.argsort(-lengths, kind="stable")  # longest first; ties in key order
+    if embedder.batch_invariant:
+        order = np.argsort(first_pos)  # pool order
+    else:
+        lengths = col.gather(first_pos).str.len_chars().to_numpy()
+        order = np.argsort(-lengths, kind="stable")  # longest first; ties in key order
     positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
     if positions:  # a fully cached run shows no progress bar
         writer = _BackgroundPuts(cache) if cache is not None else None
         try:
             with progress(len(first_pos), "embedding", unit="texts") as bar:
-                unreleased = 0
                 for i, vecs in enumerate(map_chunks(TextChunks(col, positions))):
                     pos = positions[i]
-                    dest(vecs.shape[1])[pos] = vecs
-                    unreleased += vecs.nbytes
-                    if unreleased >= RELEASE_BYTES:  # the chunks' rows lie all over X: release all of it
-                        release(X)
-                        unreleased = 0
+                    write_rows(dest(vecs.shape[1]), pos, vecs)
                     if writer is not None:
                         writer.put(keys[pos], vecs)
                     bar(len(pos))

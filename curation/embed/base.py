@@ -29,6 +29,11 @@ class Embedder(Registered, ABC):
     #: True when embedding a text costs less than sending it to another process (a hash, a table
     #: lookup): a local flow then embeds in its own process instead of starting Ray for it.
     light: ClassVar[bool] = False
+    #: True when a text's vector does not depend on the other texts of its chunk (no padding to
+    #: the longest text, no batch statistics): the build then embeds missing texts in pool
+    #: order, so vectors reach the output in runs, instead of sorted by length to pad little
+    #: (see :func:`curation.pipeline.embed_texts`).
+    batch_invariant: ClassVar[bool] = False
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings: Any) -> Embedder:

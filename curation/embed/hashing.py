@@ -23,6 +23,7 @@ class HashingEmbedder(Embedder, name="hashing"):
     """
 
     light = True  # trigram hashing: cheaper than shipping the text to a Ray actor
+    batch_invariant = True  # each text on its own: no padding, nothing shared within a chunk
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> HashingEmbedder:

@@ -392,6 +392,7 @@ class StaticEmbedder(Embedder, name="static-minilm"):
     """
 
     light = True  # a mean of looked-up token vectors: cheaper than shipping the text to a Ray actor
+    batch_invariant = True  # each text on its own: no padding, nothing shared within a chunk
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> StaticEmbedder:

@@ -169,6 +169,41 @@ def test_background_writer_groups_fast_chunks_into_parts_by_time_and_size(tmp_pa
     assert len(list((tmp_path / "slow").rglob("part-*.npy"))) == 2
 
 
+def test_background_writer_queues_chunks_up_to_queue_bytes_while_a_part_is_written(tmp_path, monkeypatch):
+    import threading
+
+    import curation.pipeline
+    from curation.pipeline import _BackgroundPuts
+
+    keys = np.array([content_key(f"t{i}").encode() for i in range(40)], dtype="S64")
+    vecs = vectors_of(40)
+    chunk = vecs[:4].nbytes
+    monkeypatch.setattr(curation.pipeline, "QUEUE_BYTES", 3 * chunk)
+    go = threading.Event()
+
+    class Slow(EmbeddingCache):
+        def put(self, *args, **kw):
+            go.wait()  # a part being written
+            super().put(*args, **kw)
+
+    writer = _BackgroundPuts(Slow(tmp_path, "emb"), seconds=60, max_bytes=1)  # every chunk is a part
+    done = []
+    producer = threading.Thread(target=lambda: [writer.put(keys[s : s + 4], vecs[s : s + 4]) or done.append(s)
+                                                for s in range(0, 40, 4)])
+    producer.start()
+    deadline = time.monotonic() + 10
+    while len(done) < 4:  # one chunk in the writer's hands, three in the queue
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert len(done) == 4 and writer.queued == 3 * chunk  # the producer waits for room
+    go.set()
+    producer.join()
+    writer.close()
+    found, got = EmbeddingCache(tmp_path, "emb").get(keys.astype(str).tolist())
+    assert found.all() and np.array_equal(bits(got), bits(vecs))
+
+
 def test_index_row_whose_part_file_was_deleted_is_not_found_and_is_forgotten_on_open(tmp_path):
     cache = EmbeddingCache(tmp_path, "emb")
     keys, vecs = keys_of(20), vectors_of(20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.memory import blocks, release
+from curation.memory import blocks, release, write_rows
 from curation.metrics import projection_2d
 
 
@@ -95,3 +95,25 @@ def test_take_gathers_rows_in_the_callers_order_holding_one_stretch_at_a_time(tm
     assert plain > 30_000  # of 39 MiB
     # one stretch plus what the kernel maps around the faults (up to a few MiB here)
     assert max(resident_before_each_release) < plain / 3
+
+
+def test_write_rows_through_the_file_equals_assignment_and_leaves_nothing_resident(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(5_000, 384))  # float64: cast to the matrix's float32, as assignment does
+    positions = rng.permutation(20_000)[:5_000]
+    positions[:1_000] = np.arange(7_000, 8_000)  # one long run and many single rows
+    positions = np.unique(positions)[rng.permutation(len(np.unique(positions)))]
+    expected = np.zeros((20_000, 384), np.float32)
+    expected[positions] = rows[: len(positions)]
+    path = tmp_path / "x.npy"
+    X = np.lib.format.open_memmap(path, "w+", np.float32, (20_000, 384))
+    write_rows(X, positions, rows[: len(positions)])
+    assert resident_kb(path) < 100  # nothing went through the mapping
+    np.testing.assert_array_equal(np.asarray(X), expected)  # and the mapping sees every row
+    np.testing.assert_array_equal(np.load(path), expected)
+    view = X[10_000:]  # a view: positions count from its first row
+    write_rows(view, np.array([0, 5]), np.full((2, 384), 7.0))
+    assert (np.load(path)[[10_000, 10_005]] == 7.0).all() and (np.load(path)[10_001] == expected[10_001]).all()
+    plain = np.zeros((20_000, 384), np.float32)
+    write_rows(plain, positions, rows[: len(positions)])  # not memory-mapped: plain assignment
+    np.testing.assert_array_equal(plain, expected)

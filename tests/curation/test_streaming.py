@@ -78,3 +78,25 @@ def test_embed_texts_into_a_memory_map_equals_in_memory_and_fills_the_cache(tmp_
     again, counts = embed_texts(texts, embedder, cache=EmbeddingCache(tmp_path / "cache", embedder.id),
                                 map_chunks=serial_map(embedder), lookup_batch=5)
     assert counts["cached"] == 300 and counts["embedded"] == 0 and np.array_equal(again, plain)
+
+
+def test_a_batch_invariant_embedder_embeds_in_pool_order_and_a_batch_dependent_one_longest_first():
+    texts = [f"t{i} " + "x" * ((i * 7) % 13) for i in range(60)] + ["t3 " + "x" * 8]  # a repeat: embedded once
+    seen: list[list[str]] = []
+
+    class Invariant(type(make_text_embedder("hashing"))):
+        def embed(self, batch):
+            seen.append(list(batch))
+            return super().embed(batch)
+
+    class Dependent(Invariant):
+        batch_invariant = False
+
+    invariant, dependent = Invariant(), Dependent()
+    pooled, _ = embed_texts(texts, invariant, cache=None, map_chunks=serial_map(invariant), chunk_size=8)
+    assert [t for chunk in seen for t in chunk] == texts[:60]  # first occurrences, in the pool's order
+    seen.clear()
+    by_length, _ = embed_texts(texts, dependent, cache=None, map_chunks=serial_map(dependent), chunk_size=8)
+    lengths = [len(t) for chunk in seen for t in chunk]
+    assert lengths == sorted(lengths, reverse=True) and len(lengths) == 60
+    assert np.array_equal(pooled, by_length)  # the order only changes where a vector is computed
