@@ -124,10 +124,10 @@ def test_location_columns_built_on_buffers_equal_pyarrows_own():
             assert unit.cast(pa.string()).equals(pa.repeat(pa.scalar(value, pa.string()), n))
 
 
-def test_a_files_build_imports_neither_pandas_nor_sqlalchemy(tmp_path):
+def test_a_files_build_imports_neither_pandas_nor_sqlalchemy_nor_scipy(tmp_path):
     """pyarrow imports pandas on its first pa.array / pa.scalar of Python or NumPy values; the
-    build never calls them, and only an SQL source loads SQLAlchemy: 0.6-0.9 s off every build's
-    start."""
+    build never calls them, only an SQL source loads SQLAlchemy, and only a method that fits
+    something loads scipy: 1-1.5 s off every build's start."""
     import subprocess
     import sys
 
@@ -135,7 +135,7 @@ def test_a_files_build_imports_neither_pandas_nor_sqlalchemy(tmp_path):
     code = ("import sys, curation; curation.build({'name': 'p', 'sources': [{'name': 's', 'path': 'rows.parquet', "
             "'text': 'text'}], 'embed': {'model': 'hashing'}, 'cluster': {'k': 2}, "
             "'select': {'method': 'kmq', 'budget': 5}, 'output': {'root': 'out'}}); "
-            "print(sorted(m for m in ('pandas', 'sqlalchemy') if m in sys.modules))")
+            "print(sorted(m for m in ('pandas', 'sqlalchemy', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
