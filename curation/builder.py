@@ -298,13 +298,17 @@ class Builder:
         map_chunks: how text chunks are embedded (default: serially in this process).
         map_fn: how valuation pieces run (default: serially); ``n_jobs`` is how many run at once
             (or a function returning it, asked only when a stage has work to spread).
+        map_blocks: how the pool's row blocks are spread where a stage can (k-means
+            assignment); default: one after another in this process.
     """
 
     def __init__(self, recipe: Recipe, *, map_chunks: MapChunks | None = None, map_fn: MapFn | None = None,
-                 n_jobs: int | Callable[[], int] = 1, force: bool = False, wait: bool = True) -> None:
+                 n_jobs: int | Callable[[], int] = 1, force: bool = False, wait: bool = True,
+                 map_blocks: MapFn | None = None) -> None:
         self.recipe = recipe
         self.map_chunks = map_chunks or serial_chunks
         self.map_fn = map_fn or serial_map
+        self.map_blocks = map_blocks
         self.n_jobs = n_jobs
         self.force, self.wait = force, wait
         self.store = StageStore(recipe.output.root)
@@ -464,7 +468,8 @@ class Builder:
         sections = {"cluster": _dump(r.cluster), "seed": r.seed, "spherical": self.spherical()}
 
         def produce(out: Path) -> dict[str, Any]:
-            labels, facts = pipeline.cluster(embedded.vectors(), r, stage_rng(r.seed, "cluster"))
+            labels, facts = pipeline.cluster(embedded.vectors(), r, stage_rng(r.seed, "cluster"),
+                                             map_fn=self.map_blocks)
             np.save(out / "clusters.npy", labels)
             return facts
 

@@ -289,8 +289,10 @@ def embed_tabular(items: pl.DataFrame, features: Sequence[str], *,
 
 
 # --------------------------------------------------------------------------------------- cluster
-def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
-    """faiss k-means labels for every row plus facts for the manifest (k, sizes, silhouette)."""
+def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator,
+            map_fn: Callable | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """faiss k-means labels for every row plus facts for the manifest (k, sizes, silhouette);
+    ``map_fn`` spreads the assignment's row blocks (:meth:`FaissKMeans.assign`)."""
     cfg = recipe.cluster
     spherical = cfg.spherical if cfg.spherical is not None else (recipe.is_text and recipe.embed.normalize)
     metric = "cosine" if spherical else "euclidean"
@@ -302,7 +304,7 @@ def cluster(X: np.ndarray, recipe: Recipe, rng: np.random.Generator) -> tuple[np
         facts["silhouette_by_k"] = {str(kk): s for kk, s in scores.items()}
     km = FaissKMeans(k, niter=cfg.niter, spherical=spherical, max_points_per_centroid=cfg.max_points_per_centroid)
     with progress(len(X), f"clustering (k={k})", unit="rows") as bar:
-        km.fit(X, rng=rng, progress=bar)
+        km.fit(X, rng=rng, progress=bar, map_fn=map_fn)
     sizes = np.bincount(km.labels_, minlength=k)
     sil = silhouette(X, km.labels_, rng=rng, sample=cfg.silhouette_sample, metric=metric)
     return km.labels_, {"k": k, "spherical": spherical, "inertia": km.inertia_, "silhouette": sil, **facts,

@@ -69,11 +69,16 @@ class RayChunks:
 
 
 def ray_builder(recipe, **options) -> Builder:
-    """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it)."""
-    from flows.ray_runtime import ensure_ray, ray_map
+    """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it).
+
+    k-means assignment goes to Ray only when the flow joins a cluster (``RAY_ADDRESS``): on one
+    machine faiss already uses every core in this process, and shipping row blocks to tasks
+    would only add copies."""
+    from flows.ray_runtime import ensure_ray, joins_cluster, ray_map
 
     return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor,
                                                 recipe.embed.device), map_fn=ray_map,
+                   map_blocks=ray_map if joins_cluster() else None,
                    n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
 
 

@@ -7,10 +7,11 @@ once and using ``threads`` torch threads (actors x threads = the CPUs Ray may us
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -147,23 +148,40 @@ def ray_map_chunks(embedder: Embedder, chunks: list[list[str]], *, actors: int, 
             ray.kill(w)
 
 
-def ray_map(func, args: list, *, on_done=None) -> list:
+def ray_map(func, args: Iterable, *, on_done=None) -> list:
     """``[func(a) for a in args]`` as Ray tasks (one CPU each), results in order.
 
-    The ``map_fn`` the valuation methods take: each argument carries its own data (and, for
-    Monte Carlo methods, its own seeds), so the result does not depend on where it runs.
-    ``on_done(n)`` is called as tasks finish (a progress bar).
+    The ``map_fn`` the valuation methods and k-means assignment take: each argument carries its
+    own data (and, for Monte Carlo methods, its own seeds), so the result does not depend on
+    where it runs. ``args`` is consumed lazily, keeping at most two tasks per CPU of the cluster
+    in flight: a generator of a pool's row blocks puts only those blocks in the object store,
+    not the whole pool. ``on_done(n)`` is called as tasks finish (a progress bar).
     """
     import ray
 
-    if not args:
+    it = iter(args)
+    first = next(it, _END)
+    if first is _END:
         return []
-    ensure_ray()
+    limit = max(2, 2 * int(ensure_ray().get("CPU", 1)))
     task = ray.remote(num_cpus=1)(func)
-    refs = [task.remote(a) for a in args]
-    pending = list(refs)
-    while pending:
+    refs: list = []
+    pending: list = []
+
+    def wait_one() -> None:
+        nonlocal pending
         done, pending = ray.wait(pending, num_returns=1)
         if on_done is not None:
             on_done(len(done))
+
+    for a in itertools.chain([first], it):
+        if len(pending) >= limit:
+            wait_one()
+        refs.append(task.remote(a))
+        pending.append(refs[-1])
+    while pending:
+        wait_one()
     return ray.get(refs)
+
+
+_END = object()

@@ -7,7 +7,8 @@ normalised vectors, L2 otherwise). Same data + same seed = same clusters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,22 @@ from curation.random import int_seed
 from curation.validation import Interval, Options, TypeOf, validate_params
 
 PLUSPLUS_MAX_WORK = 2e9
+#: Rows per assignment block: in this process one block is read (and released) at a time; with a
+#: ``map_fn`` each block is one task. Fixed, so labels never depend on where blocks ran.
+ASSIGN_ROWS = 65_536
+MapFn = Callable[[Callable[[Any], Any], Iterable[Any]], list]
+
+
+def nearest_centroids(args: tuple[np.ndarray, bool, np.ndarray]) -> np.ndarray:
+    """``(centroids, spherical, rows)`` -> each row's nearest centroid (inner product when
+    spherical, L2 otherwise): one assignment block, in this process or as a task elsewhere."""
+    import faiss
+
+    centroids, spherical, rows = args
+    index = faiss.IndexFlatIP(centroids.shape[1]) if spherical else faiss.IndexFlatL2(centroids.shape[1])
+    index.add(centroids)
+    _, idx = index.search(np.ascontiguousarray(rows, dtype=np.float32), 1)
+    return idx[:, 0].astype(np.int64)
 
 
 def kmeans_plusplus(X: np.ndarray, k: int, *, rng: np.random.Generator) -> np.ndarray:
@@ -81,8 +98,9 @@ class FaissKMeans:
         self.init = init
 
     def fit(self, X: np.ndarray, *, rng: np.random.Generator,
-            progress: Callable[[int], None] | None = None) -> FaissKMeans:
-        """Fit centroids (on a sample when the pool is large) and assign every row."""
+            progress: Callable[[int], None] | None = None, map_fn: MapFn | None = None) -> FaissKMeans:
+        """Fit centroids (on a sample when the pool is large) and assign every row
+        (:meth:`assign`; ``map_fn`` spreads its blocks)."""
         import faiss
 
         validate_params(self)
@@ -129,20 +147,29 @@ class FaissKMeans:
         del fit_rows
         self.centroids_ = km.centroids.copy()
         self.inertia_ = float(km.obj[-1]) if len(km.obj) else float("nan")
-        self.labels_ = self.assign(X, progress=progress)
+        self.labels_ = self.assign(X, progress=progress, map_fn=map_fn)
         return self
 
-    def assign(self, X: np.ndarray, *, chunk: int = 65536,
-               progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Nearest centroid of each row, in chunks (progress is called with rows done)."""
-        import faiss
+    def assign(self, X: np.ndarray, *, chunk: int | None = None, progress: Callable[[int], None] | None = None,
+               map_fn: MapFn | None = None) -> np.ndarray:
+        """Nearest centroid of each row, in blocks of ``chunk`` (default :data:`ASSIGN_ROWS`)
+        rows; progress is called with rows done.
 
-        index = faiss.IndexFlatIP(X.shape[1]) if self.spherical else faiss.IndexFlatL2(X.shape[1])
-        index.add(self.centroids_)
+        ``map_fn(func, args)`` (e.g. Ray tasks on a cluster) gets one block per argument, handed
+        over lazily so that a bounded ``map_fn`` holds only the blocks in flight; a pool of one
+        block is assigned here. The blocks are the same either way, so are the labels."""
+        chunk = chunk or ASSIGN_ROWS
+        centroids = np.ascontiguousarray(self.centroids_, dtype=np.float32)
+        if map_fn is not None and len(X) > chunk:
+            # a memory-mapped X: each block is read (and released) as map_fn asks for it
+            parts = map_fn(nearest_centroids, ((centroids, self.spherical, np.array(Xb, dtype=np.float32))
+                                               for _, Xb in blocks(X, chunk)))
+            if progress:
+                progress(len(X))
+            return np.concatenate(parts)
         labels = np.empty(len(X), dtype=np.int64)
         for rows, Xb in blocks(X, chunk):  # a memory-mapped X is read, and released, block by block
-            _, idx = index.search(np.ascontiguousarray(Xb, dtype=np.float32), 1)
-            labels[rows] = idx[:, 0]
+            labels[rows] = nearest_centroids((centroids, self.spherical, Xb))
             if progress:
                 progress(rows.stop - rows.start)
         return labels

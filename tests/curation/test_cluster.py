@@ -125,3 +125,26 @@ def test_silhouette_score_equals_scikit_learns(metric):
     X[11] = 0  # a zero row (cosine: distance 1 to everything)
     for lab in (labels, rng.integers(0, 4, len(X))):
         assert silhouette_score(X, lab, metric) == pytest.approx(sk_silhouette(X, lab, metric=metric), abs=1e-6)  # sklearn: float32 maths
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_assignment_spread_by_a_map_fn_gets_blocks_lazily_and_equals_one_process(spherical):
+    import inspect
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1_000, 16)).astype(np.float32)
+    if spherical:
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+    calls = []
+
+    def map_fn(func, args):
+        calls.append(inspect.isgenerator(args))  # lazily: a bounded map holds only blocks in flight
+        return [func(a) for a in args]
+
+    km = FaissKMeans(8, spherical=spherical).fit(X, rng=np.random.default_rng(0))
+    spread = km.assign(X, chunk=128, map_fn=map_fn)
+    assert calls == [True]
+    np.testing.assert_array_equal(spread, km.assign(X, chunk=128))
+    np.testing.assert_array_equal(spread, km.labels_)  # the default blocks give the same labels
+    np.testing.assert_array_equal(km.assign(X[:100], chunk=128, map_fn=map_fn), km.labels_[:100])
+    assert calls == [True]  # a pool of one block is assigned here, not sent

@@ -49,20 +49,27 @@ def test_knn_shapley_values_and_value_threshold_on_real_prompts(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_truncated_knn_shapley_sends_pool_shards_through_ray_and_equals_one_search(tmp_path, monkeypatch, ray_session,
-                                                                                  prefect_api, capsys):
-    """The pool streams through Ray tasks in shards (each its own faiss search); merged, the shards'
-    neighbours give the values one search over the whole pool gives."""
+def test_pool_blocks_of_kmeans_and_truncated_knn_shapley_go_through_ray_and_equal_one_process(
+        tmp_path, monkeypatch, ray_session, prefect_api, capsys):
+    """Joined to a Ray cluster, the pool streams through Ray tasks in blocks: k-means assignment
+    (each block's nearest centroids) and truncated KNN-Shapley (each shard its own faiss search,
+    the shards' neighbours merged). The labels equal one process's, the values one search's."""
+    import curation.cluster.faiss_kmeans
     import curation.value.pool
     import flows.ray_runtime
+    from curation.builder import stage_rng
+    from curation.pipeline import cluster
+    from curation.recipe import load_recipe
     from curation.value.knn_shapley import knn_shapley
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(curation.value.pool, "SHARD_ROWS", 50)  # 400 rows: 8 shards
+    monkeypatch.setattr(curation.cluster.faiss_kmeans, "ASSIGN_ROWS", 100)  # and 4 assignment blocks
     ran: list[tuple[str, int]] = []
     real = flows.ray_runtime.ray_map
 
     def counting(func, args, **kw):
+        args = list(args)
         ran.append((func.__name__, len(args)))
         return real(func, args, **kw)
 
@@ -84,13 +91,16 @@ def test_truncated_knn_shapley_sends_pool_shards_through_ray_and_equals_one_sear
     }))
     assert main(["build", "knn.yaml"]) == 0
     version = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    assert ran == [("_neighbour_shard", 8)]
+    assert ran == [("nearest_centroids", 4), ("_neighbour_shard", 8)]
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["valuation"]["shards"] == 8
     stages = {k: v["key"] for k, v in manifest["stages"].items()}
     X = np.load(Path("out/.stages/embed") / stages["embed"] / "embeddings.npy")
     ingest = Path("out/.stages/ingest") / stages["ingest"]
     items = pl.read_parquet(ingest / "items.parquet", columns=["id", "__label"])
+    recipe = load_recipe("knn.yaml")
+    labels, _ = cluster(X[: items.height], recipe, stage_rng(recipe.seed, "cluster"))  # in this process
+    np.testing.assert_array_equal(np.load(Path("out/.stages/cluster") / stages["cluster"] / "clusters.npy"), labels)
     y_val = pl.read_parquet(ingest / "reference.parquet", columns=["__label"])["__label"].to_numpy()
     expected = knn_shapley(X[: items.height], items["__label"].to_numpy(), X[items.height:], y_val, 5, epsilon=0.1)
     report = pl.read_parquet(version / "report.parquet").filter(pl.col("status").is_in(["selected", "not_selected"]))
