@@ -120,15 +120,16 @@ class StageOutput:
 class Ingested(StageOutput):
     """Normalised items (``items.parquet``), skipped rows, and the held-out rows if any."""
 
-    def items(self) -> pl.DataFrame:
-        return pl.read_parquet(self.dir / "items.parquet")
+    def items(self, columns: list[str] | None = None) -> pl.DataFrame:
+        """The items (only ``columns``, when given: a stage reads what it needs)."""
+        return pl.read_parquet(self.dir / "items.parquet", columns=columns)
 
     def skipped(self) -> pl.DataFrame:
         return pl.read_parquet(self.dir / "skipped.parquet")
 
-    def reference(self) -> pl.DataFrame | None:
+    def reference(self, columns: list[str] | None = None) -> pl.DataFrame | None:
         p = self.dir / "reference.parquet"
-        return pl.read_parquet(p) if p.is_file() else None
+        return pl.read_parquet(p, columns=columns) if p.is_file() else None
 
 
 class Embedded(StageOutput):
@@ -436,10 +437,10 @@ class Builder:
             sections = {"features": [s.features for s in r.sources]}
 
         def produce(out: Path) -> dict[str, Any]:
-            items, held = ingested.items(), ingested.reference()
-            if embedder is not None:
+            if embedder is not None:  # the texts' column only, not every source column
+                items, held = ingested.items(["__text"]), ingested.reference(["__text"])
                 texts = items["__text"] if held is None else pl.concat([items["__text"], held["__text"]])
-                del items, held  # only the texts' column is needed from here on
+                del items, held
                 X, counts = pipeline.embed_texts(
                     texts, embedder, cache=EmbeddingCache(cache_dir(r), embedder.id),
                     map_chunks=lambda chunks: self.map_chunks(embedder, chunks), chunk_size=r.embed.chunk_size,
@@ -448,7 +449,8 @@ class Builder:
                 placement = getattr(self.map_chunks, "placement", None) or {}
                 facts = {"embedder": embedder.id, **counts, **placement}
             else:
-                X, enc_id = pipeline.embed_tabular(items, r.sources[0].features or [], also=held)
+                X, enc_id = pipeline.embed_tabular(ingested.items(), r.sources[0].features or [],
+                                                   also=ingested.reference())
                 np.save(out / "embeddings.npy", X)
                 facts = {"embedder": enc_id, "texts": 0, "cached": 0, "embedded": len(X)}
             # the pool's rows first, then the held-out rows (embedded with the same model)
