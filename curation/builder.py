@@ -534,11 +534,11 @@ class Builder:
             pool = self.pool(ingested, embedded, clustered, valued)
             selection = pipeline.select(pool, r, stage_rng(r.seed, "select"))
             # read in parts: see pipeline.assemble
-            items = restore_texts(pl.scan_parquet(ingested.dir / "items.parquet"), self.text_sources(), r.groups)
+            sources = self.text_sources()
+            items = restore_texts(pl.scan_parquet(ingested.dir / "items.parquet"), sources, r.groups)
             held = ingested.reference()
             data, report = pipeline.assemble(items, ingested.skipped(), pool, selection, r.groups,
-                                             reference=None if held is None else restore_texts(
-                                                 held, self.text_sources(), r.groups),
+                                             reference=None if held is None else restore_texts(held, sources, r.groups),
                                              reference_from_file=r.holdout is not None and r.holdout.path is not None,
                                              value_stderr=None if valued is None else valued.values()[1])
             data.write_parquet(out / "data.parquet")

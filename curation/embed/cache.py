@@ -241,8 +241,8 @@ class EmbeddingCache:
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
         if fresh:
             # fixed-width strings sort in C; bytes keys (an S64 array, as embed_texts passes
-            # them) sort 4x faster than str and go into the part as they are: at 256k keys a
-            # put took 2.0 s with str keys and 0.9 s with bytes
+            # them) go into the part as they are and sort faster than str (256k keys: 0.085 s
+            # against 0.62 s)
             as_bytes = isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
             uniq, first = np.unique(keys if as_bytes else np.asarray(keys, dtype=str), return_index=True)
             part_keys = uniq.astype(str).tolist() if as_bytes else uniq.tolist()

@@ -80,10 +80,7 @@ def knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_
     if N == 0 or T == 0:
         return (phi, np.zeros((T, N))) if per_test else phi
     if epsilon is not None:
-        kstar = truncation_rank(N, k, epsilon)
-        nn = merge_neighbours([shard_neighbours(Xtr[a : a + SHARD_ROWS], a, Xte, kstar)
-                               for a in range(0, N, SHARD_ROWS)], kstar)
-        return truncated_values(nn, ytr, yte, k, N)
+        return truncated_knn_shapley(Xtr, ytr, Xte, yte, k, epsilon)[0]
     full = np.zeros((T, N)) if per_test else None
     block = block or max(1, int(2e7 // N))
     sq = (Xtr.astype(np.float64) ** 2).sum(1)
@@ -131,6 +128,23 @@ def merge_neighbours(parts: list[tuple[np.ndarray, np.ndarray]], kstar: int) -> 
     idx = np.concatenate([i for _, i in parts], axis=1)
     order = np.lexsort((idx, dist), axis=1)[:, :kstar]
     return np.take_along_axis(idx, order, axis=1)
+
+
+def _neighbour_shard(args: tuple) -> tuple[np.ndarray, np.ndarray]:
+    X_shard, offset, X_test, kstar = args
+    return shard_neighbours(X_shard, offset, X_test, kstar)
+
+
+def truncated_knn_shapley(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                          k: int, epsilon: float, *, map_fn=None) -> tuple[np.ndarray, int]:
+    """(truncated values (N,), number of shards): the training rows cut into shards of
+    :data:`SHARD_ROWS`, each shard's nearest rows found by ``map_fn(func, args)`` (default: one
+    after another here; the flow passes Ray tasks), merged into every test point's K*."""
+    n = len(X_train)
+    kstar = truncation_rank(n, k, epsilon)
+    shards = [(X_train[a : a + SHARD_ROWS], a, X_test, kstar) for a in range(0, n, SHARD_ROWS)]
+    found = map_fn(_neighbour_shard, shards) if map_fn is not None else [_neighbour_shard(a) for a in shards]
+    return truncated_values(merge_neighbours(found, kstar), y_train, y_test, k, n), len(shards)
 
 
 def truncated_values(nn: np.ndarray, y_train: np.ndarray, y_test: np.ndarray, k: int, n: int) -> np.ndarray:

@@ -31,14 +31,7 @@ from curation.exceptions import DataError
 from curation.registry import Registered, Registry
 from curation.types import Pool
 from curation.value.gshapley import g_shapley
-from curation.value.knn_shapley import (
-    SHARD_ROWS,
-    knn_shapley,
-    merge_neighbours,
-    shard_neighbours,
-    truncated_values,
-    truncation_rank,
-)
+from curation.value.knn_shapley import knn_shapley, truncated_knn_shapley
 from curation.value.result import ValuationResult
 from curation.value.semivalues import banzhaf_msr, beta_shapley, expand_group_values, loo, serial_map, tmc_shapley
 from curation.value.utility import ModelUtility
@@ -64,11 +57,6 @@ def _knn_shard(args: tuple) -> np.ndarray:
     return knn_shapley(X, y, Xt, yt, k) * len(Xt)
 
 
-def _neighbour_shard(args: tuple) -> tuple[np.ndarray, np.ndarray]:
-    X_shard, offset, X_test, kstar = args
-    return shard_neighbours(X_shard, offset, X_test, kstar)
-
-
 class KnnShapley(ValueMethod, name="knn-shapley"):
     """Exact (or ``epsilon``-truncated) KNN-Shapley: closed form, scales to millions of items."""
 
@@ -81,10 +69,7 @@ class KnnShapley(ValueMethod, name="knn-shapley"):
         if self.epsilon is not None:
             # truncated: the pool streams through in shards of rows, each task holding one shard
             # and all held-out rows; the shards' nearest rows merge into each test point's K*
-            kstar = truncation_rank(len(X), self.k, self.epsilon)
-            shards = [(X[a : a + SHARD_ROWS], a, X_val, kstar) for a in range(0, len(X), SHARD_ROWS)]
-            values = truncated_values(merge_neighbours(map_fn(_neighbour_shard, shards), kstar), y, y_val,
-                                      self.k, len(X))
+            values, n_shards = truncated_knn_shapley(X, y, X_val, y_val, self.k, self.epsilon, map_fn=map_fn)
         else:
             # exact: every test point ranks the whole pool; one shard of held-out rows per worker,
             # each task carrying the pool's vectors once; the value is a mean over test points,
@@ -92,10 +77,11 @@ class KnnShapley(ValueMethod, name="knn-shapley"):
             size = -(-len(X_val) // max(1, n_jobs))
             shards = [(X, y, X_val[a : a + size], y_val[a : a + size], self.k) for a in range(0, len(X_val), size)]
             values = np.sum(map_fn(_knn_shard, shards), axis=0) / len(X_val)
+            n_shards = len(shards)
         # exact for the held-out set (or within epsilon): no sampling error to report
         return ValuationResult(values=values, stderr=np.full(len(values), np.nan),
                                counts=np.zeros(len(values), np.int64), method="knn_shapley",
-                               info={"k": self.k, "epsilon": self.epsilon, "shards": len(shards)})
+                               info={"k": self.k, "epsilon": self.epsilon, "shards": n_shards})
 
 
 class _ModelBased(ValueMethod):

@@ -54,8 +54,9 @@ def test_pool_blocks_of_kmeans_and_truncated_knn_shapley_go_through_ray_and_equa
     """Joined to a Ray cluster, the pool streams through Ray tasks in blocks: k-means assignment
     (each block's nearest centroids) and truncated KNN-Shapley (each shard its own faiss search,
     the shards' neighbours merged). The labels equal one process's, the values one search's."""
+    import importlib
+
     import curation.cluster.faiss_kmeans
-    import curation.value.pool
     import flows.ray_runtime
     from curation.builder import stage_rng
     from curation.pipeline import cluster
@@ -63,7 +64,8 @@ def test_pool_blocks_of_kmeans_and_truncated_knn_shapley_go_through_ray_and_equa
     from curation.value.knn_shapley import knn_shapley
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(curation.value.pool, "SHARD_ROWS", 50)  # 400 rows: 8 shards
+    knn_module = importlib.import_module("curation.value.knn_shapley")  # the module, not the function
+    monkeypatch.setattr(knn_module, "SHARD_ROWS", 50)  # 400 rows: 8 shards
     monkeypatch.setattr(curation.cluster.faiss_kmeans, "ASSIGN_ROWS", 100)  # and 4 assignment blocks
     ran: list[tuple[str, int]] = []
     real = flows.ray_runtime.ray_map

@@ -48,7 +48,7 @@ def test_truncated_knn_shapley_streams_the_pool_in_row_shards_and_merges_to_the_
     pool = labelled_pool(n=60, n_val=25)
     direct = knn_shapley(pool.embeddings, pool.labels, pool.reference.embeddings, pool.reference.labels, 3,
                          epsilon=0.1)
-    monkeypatch.setattr("curation.value.pool.SHARD_ROWS", 16)
+    monkeypatch.setattr(knn_module, "SHARD_ROWS", 16)
     seen = []
 
     def recording_map(func, args):
