@@ -238,7 +238,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     lookup_batch = lookup_batch or BLOCK_ROWS
     if cache is not None:
         for start in range(0, n, lookup_batch):
-            hit, vecs = cache.get(keys[start : start + lookup_batch].astype(str))
+            hit, vecs = cache.get(keys[start : start + lookup_batch])  # S64: taken as they are
             if vecs is not None:
                 found[start : start + lookup_batch] = hit
                 # through the file (curation.memory.write_rows): a memory-mapped X stays unmapped

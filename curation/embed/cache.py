@@ -7,28 +7,36 @@ Layout of ``<root>/<sha256(embedder id)[:24]>/``:
   (float32, ``dim`` wide). Parts are immutable: written under a temporary name, flushed to disk
   and renamed into place; they are never rewritten.
 * ``index.sqlite3`` (plus SQLite's ``-wal``/``-shm`` files): the index, table
-  ``vectors(key PRIMARY KEY, part, row) WITHOUT ROWID`` and table
-  ``parts(id, name, rows, dim, key_bytes, offset)`` (each part's layout).
+  ``vectors(hkey INTEGER PRIMARY KEY, part, row)`` and table
+  ``parts(id, name, rows, dim, key_bytes, offset)`` (each part's layout). ``hkey`` is a 64-bit
+  hash of the key (:func:`key_hashes`), not the key: an integer key makes SQLite's B-tree about
+  half the size and its inserts about 3x cheaper than 64-character text keys. Two keys with the
+  same hash cannot both be indexed; the loser is simply never found (and embedded again), and a
+  lookup never returns a wrong vector because every row read is checked against the full key
+  stored in its part.
 * ``embedder.txt``: the full embedder id.
 
 A lookup of n keys asks the index in sorted batches (O(n log N) for a cache of N keys), then
 opens only the parts holding hits and reads just those rows, each straight into its place in the
 result matrix (checking each row's stored key), so its cost and memory follow the query, not the
-cache's size.
+cache's size. Keys are handed to SQLite as one JSON array per batch (``json_each``), which costs
+about 1 µs a key to insert or look up, where binding each key as a parameter cost 4-5 µs.
 
 A writer writes its part first and then adds the part's keys to the index in one transaction;
 SQLite serialises concurrent writers (WAL mode, busy timeout). An index row whose part file is
 missing is treated as not found. Because every part carries its own keys, the index is derived
 data: opening a cache indexes any part the index does not know (the finished part of a writer
 killed before its commit), drops index rows of parts that were deleted, converts the Parquet
-parts of the previous format (``part-*.parquet``, columns ``key`` and ``vector``) into parts, and
-removes the temporary files of dead writers. See docs/embedders.md#the-embedding-cache.
+parts of the first format (``part-*.parquet``, columns ``key`` and ``vector``) into parts,
+rebuilds an index of format 1 (text keys) from the parts, and removes the temporary files of dead
+writers. See docs/embedders.md#the-embedding-cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import itertools
+import json
 import logging
 import os
 import sqlite3
@@ -37,7 +45,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -48,8 +56,8 @@ from curation.stages import remove_stale_tmp, tmp_name
 log = logging.getLogger(__name__)
 
 INDEX = "index.sqlite3"
-FORMAT = 1  # PRAGMA user_version of the index
-BATCH = 2000  # keys per `IN (...)` lookup (well below SQLite's 32766 parameters)
+FORMAT = 2  # PRAGMA user_version of the index (1: text keys; 2: 64-bit key hashes)
+BATCH = 2000  # keys per lookup query (a JSON array; larger batches were no faster)
 BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction
 # Checkpoint the WAL into the index every ~40 MB rather than SQLite's 4 MB: a put of 1024 random
 # keys dirties about as many pages, so the default would checkpoint after every put.
@@ -67,16 +75,57 @@ CREATE TABLE IF NOT EXISTS parts (
     offset    INTEGER NOT NULL   -- where the rows start (after the .npy header)
 );
 CREATE TABLE IF NOT EXISTS vectors (
-    key  TEXT PRIMARY KEY,
+    hkey INTEGER PRIMARY KEY,  -- key_hashes(key): the table's rowid
     part INTEGER NOT NULL,
     row  INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 """
+_INSERT = "INSERT OR {verb} INTO vectors (hkey, part, row) SELECT value, ?, key FROM json_each(?)"
+_LOOKUP = "SELECT j.key, v.part, v.row FROM json_each(?) AS j JOIN vectors AS v ON v.hkey = j.value"
 
 
 def content_key(text: str) -> str:
     """sha256 of the UTF-8 text (the cache key; independent of ids and sources)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def as_key_bytes(keys: Sequence[str] | np.ndarray) -> np.ndarray:
+    """``keys`` as a fixed-width ``S`` array of their UTF-8 bytes (an ``S`` array is returned as is)."""
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        return keys
+    return np.array([k.encode() for k in keys], dtype=bytes) if len(keys) else np.empty(0, dtype="S1")
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array (its multiplications wrap, as intended)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def key_hashes(keys: np.ndarray) -> np.ndarray:
+    """The index's 64-bit hash (int64) of each key of the ``S`` array ``keys``.
+
+    A key of at most 64 bytes (every :func:`content_key` has exactly 64) is zero-padded to 64
+    bytes, read as eight little-endian 64-bit words w0..w7 and folded as ``h = mix(h ^ w)`` from
+    ``h = 0``, where ``mix`` is SplitMix64's finaliser (multiply-xorshift, wrapping at 2**64):
+    every byte moves the hash, and all keys are hashed at once. A longer key is hashed with
+    BLAKE2b to 8 bytes. Either way the hash of a key depends on its bytes alone; it is stored as
+    a signed 64-bit integer, as SQLite stores integers.
+    """
+    out = np.empty(len(keys), dtype=np.int64)
+    if not len(keys):
+        return out
+    short = np.char.str_len(keys) <= 64 if keys.dtype.itemsize > 64 else np.ones(len(keys), dtype=bool)
+    words = np.ascontiguousarray(keys[short] if not short.all() else keys, dtype="S64").view("<u8")
+    words = words.reshape(-1, 8)
+    h = np.zeros(len(words), dtype=np.uint64)
+    for w in range(8):
+        h = _mix64(h ^ words[:, w])
+    out[short] = h.view(np.int64)
+    for i in np.flatnonzero(~short).tolist():
+        out[i] = int.from_bytes(hashlib.blake2b(keys[i], digest_size=8).digest(), "little", signed=True)
+    return out
 
 
 def _part_dtype(key_bytes: int, dim: int) -> np.dtype:
@@ -112,21 +161,22 @@ class EmbeddingCache:
             self._reconcile()
 
     # ------------------------------------------------------------------------------------ lookup
-    def get(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Look up ``keys``; returns (found mask (n,), vectors (n_found, d) in key order).
+    def get(self, keys: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Look up ``keys`` (str, or an ``S`` array of their UTF-8 bytes); returns (found mask
+        (n,), vectors (n_found, d) in key order).
 
         Repeated keys are all found (the same text appearing twice in a pool). The vectors are
         the stored float32 values, bit for bit; ``None`` when nothing is found.
         """
-        keys = np.asarray(keys, dtype=object)
         n = len(keys)
         found = np.zeros(n, dtype=bool)
         if not n or not self.index_path.exists():
             return found, None
+        keys = as_key_bytes(keys)
         uniq, inverse = np.unique(keys, return_inverse=True)
         inverse = inverse.reshape(-1)
         with self._connection() as con, self._read(con):  # one snapshot for the key and the part lookups
-            u_part, u_row = self._lookup(con, uniq)
+            u_part, u_row = self._lookup(con, key_hashes(uniq))
             q_part = u_part[inverse]
             hit = np.flatnonzero(q_part >= 0)
             parts = self._parts(con, np.unique(q_part[hit])) if len(hit) else {}
@@ -138,12 +188,11 @@ class EmbeddingCache:
         dim = dims.pop()
         # Row j of `out` is the vector of query position hit[j]. Read in (part, row) order, each
         # row straight into its place in `out`, its stored key into `stored` for the check below.
-        want = [k.encode() for k in keys[hit]]
-        width = max(max(p.key_bytes for p in parts.values()), *map(len, want))
+        width = max(max(p.key_bytes for p in parts.values()), keys.dtype.itemsize)
         out = np.empty((len(hit), dim), dtype=np.float32)
         stored = np.zeros((len(hit), width), dtype=np.uint8)
         read = self._read_rows(parts, q_part[hit], u_row[inverse[hit]], out, stored)
-        want_arr = np.array(want, dtype=f"S{width}").view(np.uint8).reshape(len(hit), width)
+        want_arr = keys[hit].astype(f"S{width}").view(np.uint8).reshape(len(hit), width)
         ok = read & (stored == want_arr).all(axis=1)  # each row holds the key the index claims
         if not ok.any():
             return found, None
@@ -152,17 +201,19 @@ class EmbeddingCache:
             out = out[ok]
         return found, out
 
-    def _lookup(self, con: sqlite3.Connection, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(part id or -1, row) for each of the sorted unique ``uniq`` keys."""
-        u_part = np.full(len(uniq), -1, dtype=np.int64)
-        u_row = np.zeros(len(uniq), dtype=np.int64)
-        for start in range(0, len(uniq), BATCH):
-            batch = uniq[start : start + BATCH].tolist()
-            pos = {k: start + j for j, k in enumerate(batch)}
-            sql = f"SELECT key, part, row FROM vectors WHERE key IN ({','.join('?' * len(batch))})"
-            for key, part, row in con.execute(sql, batch):
-                u_part[pos[key]] = part
-                u_row[pos[key]] = row
+    @staticmethod
+    def _lookup(con: sqlite3.Connection, hkeys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(part id or -1, row) indexed under each of ``hkeys`` (:func:`key_hashes` of keys).
+
+        A row found is only a candidate: the caller checks the key stored in the part.
+        """
+        u_part = np.full(len(hkeys), -1, dtype=np.int64)
+        u_row = np.zeros(len(hkeys), dtype=np.int64)
+        for start in range(0, len(hkeys), BATCH):
+            got = con.execute(_LOOKUP, (json.dumps(hkeys[start : start + BATCH].tolist()),)).fetchall()
+            if got:
+                pos, part, row = np.array(got, dtype=np.int64).T
+                u_part[start + pos], u_row[start + pos] = part, row
         return u_part, u_row
 
     @staticmethod
@@ -222,10 +273,11 @@ class EmbeddingCache:
         return fd
 
     # ------------------------------------------------------------------------------------- write
-    def put(self, keys: Sequence[str], vectors: np.ndarray, *, fresh: bool = False) -> None:
+    def put(self, keys: Sequence[str] | np.ndarray, vectors: np.ndarray, *, fresh: bool = False) -> None:
         """Store ``vectors`` (row-aligned with ``keys``) as one new part.
 
-        Keys already in the cache (and repeats within ``keys``) are skipped; the first stored
+        ``keys``: str, or an ``S`` array of their UTF-8 bytes (as :func:`curation.pipeline.text_keys`
+        makes them). Keys already in the cache (and repeats within ``keys``) are skipped; the first stored
         vector of a key stays. ``fresh=True`` says the caller just found every key missing (as
         :func:`curation.pipeline.embed_texts` does): the part is written without asking the index
         first, and a key another writer stored meanwhile keeps that writer's vector (its row in
@@ -239,31 +291,25 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "embedder.txt").exists():
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        if fresh:
-            # fixed-width strings sort in C; bytes keys (an S64 array, as embed_texts passes
-            # them) go into the part as they are and sort faster than str (256k keys: 0.085 s
-            # against 0.62 s)
-            as_bytes = isinstance(keys, np.ndarray) and keys.dtype.kind == "S"
-            uniq, first = np.unique(keys if as_bytes else np.asarray(keys, dtype=str), return_index=True)
-            part_keys = uniq.astype(str).tolist() if as_bytes else uniq.tolist()
-            with self._connection() as con:
-                self._check_dim(con, vectors.shape[1])
-                part = self._write_part(uniq if as_bytes else part_keys, vectors[first])
-                self._index_part(con, part, part_keys, replace=False)
-            return
-        uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
+        # fixed-width bytes sort in C (256k keys: 0.085 s against 0.62 s as str); the part's rows
+        # are in key order
+        uniq, first = np.unique(as_key_bytes(keys), return_index=True)
         with self._connection() as con:
             self._check_dim(con, vectors.shape[1])
-            u_part, _ = self._lookup(con, uniq)
+            if fresh:
+                self._index_part(con, self._write_part(uniq, vectors[first]), uniq, replace=False)
+                return
+            # a key whose hash is indexed counts as stored (for a colliding key that is wrong, and
+            # it will not be found: rare, and only ever costs embedding it again)
+            u_part, _ = self._lookup(con, key_hashes(uniq))
             for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
                 if not (self.dir / part.name).exists():
                     u_part[u_part == pid] = -1  # stale index rows: store these keys again
             new = u_part < 0
             if not new.any():
                 return
-            part_keys = uniq[new].tolist()  # sorted: rows of the part in key order
-            part = self._write_part(part_keys, vectors[first[new]])
-            self._index_part(con, part, part_keys, replace=True)
+            part = self._write_part(uniq[new], vectors[first[new]])
+            self._index_part(con, part, uniq[new], replace=True)
 
     def _check_dim(self, con: sqlite3.Connection, dim: int) -> None:
         known = con.execute("SELECT dim FROM parts LIMIT 1").fetchone()
@@ -271,17 +317,11 @@ class EmbeddingCache:
             raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
                             f"{dim}-d ones under the same embedder id")
 
-    def _write_part(self, keys: list[str] | np.ndarray, vectors: np.ndarray, name: str | None = None) -> _Part:
-        """Write one part atomically (temporary file, fsync, rename); ``keys``: str, or an ``S``
-        array of their UTF-8 bytes."""
-        if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
-            encoded: Any = keys
-            key_bytes = max(1, int(np.char.str_len(keys).max()))
-        else:
-            encoded = [k.encode() for k in keys]
-            key_bytes = max(1, *map(len, encoded))
+    def _write_part(self, keys: np.ndarray, vectors: np.ndarray, name: str | None = None) -> _Part:
+        """Write one part atomically (temporary file, fsync, rename); ``keys``: an ``S`` array."""
+        key_bytes = max(1, int(np.char.str_len(keys).max()))
         arr = np.empty(len(keys), dtype=_part_dtype(key_bytes, vectors.shape[1]))
-        arr["key"] = encoded
+        arr["key"] = keys
         arr["vector"] = vectors
         name = name or f"part-{uuid.uuid4().hex}.npy"
         tmp = self.dir / f"{tmp_name()}.npy"
@@ -293,19 +333,21 @@ class EmbeddingCache:
         os.replace(tmp, self.dir / name)
         return _Part(name, len(keys), vectors.shape[1], key_bytes, offset)
 
-    def _index_part(self, con: sqlite3.Connection, part: _Part, keys: list[str], *, replace: bool) -> None:
-        """Add a written part and its keys to the index in one transaction.
+    def _index_part(self, con: sqlite3.Connection, part: _Part, keys: np.ndarray, *, replace: bool,
+                    transaction: bool = True) -> None:
+        """Add a written part and its keys (an ``S`` array, row ``i`` of the part holds
+        ``keys[i]``) to the index, in one transaction unless ``transaction`` is False (the caller
+        holds one).
 
         ``replace`` points existing keys at this part (put: the caller checked they are stale);
         otherwise existing keys keep their part (adopting or migrating a part).
         """
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        with self._write(con):
+        hkeys = json.dumps(key_hashes(keys).tolist())  # row i of the part: the array's index i
+        with self._write(con) if transaction else contextlib.nullcontext():
             con.execute("INSERT OR IGNORE INTO parts (name, rows, dim, key_bytes, offset) VALUES (?, ?, ?, ?, ?)",
                         part)
             (pid,) = con.execute("SELECT id FROM parts WHERE name = ?", (part.name,)).fetchone()
-            con.executemany(f"{verb} INTO vectors (key, part, row) VALUES (?, ?, ?)",
-                            zip(keys, itertools.repeat(pid), range(len(keys))))
+            con.execute(_INSERT.format(verb="REPLACE" if replace else "IGNORE"), (pid, hkeys))
 
     def __len__(self) -> int:
         """The number of keys in the index."""
@@ -355,10 +397,14 @@ class EmbeddingCache:
             con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             con.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
             version = con.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                with self._write(con):
-                    for stmt in filter(str.strip, _SCHEMA.split(";")):
-                        con.execute(stmt)
+            if version < FORMAT:
+                with self._write(con):  # re-read under the write lock: another process may have done it
+                    version = con.execute("PRAGMA user_version").fetchone()[0]
+                    if version == 0:
+                        for stmt in filter(str.strip, _SCHEMA.split(";")):
+                            con.execute(stmt)
+                    elif version < FORMAT:
+                        self._rebuild_index(con)
                     con.execute(f"PRAGMA user_version={FORMAT}")
             elif version > FORMAT:
                 raise DataError(f"embedding cache index {self.index_path} has format {version}, newer than "
@@ -411,6 +457,20 @@ class EmbeddingCache:
                         self._migrate(con, name)
                         bar(1)
 
+    def _rebuild_index(self, con: sqlite3.Connection) -> None:
+        """Replace an index of format 1 (text keys) by one of this format, from the parts' own
+        keys (inside the caller's transaction; reads the key field of every part once)."""
+        con.execute("DROP TABLE IF EXISTS vectors")
+        con.execute("DELETE FROM parts")
+        for stmt in filter(str.strip, _SCHEMA.split(";")):
+            con.execute(stmt)
+        with os.scandir(self.dir) as it:
+            names = sorted(e.name for e in it if e.name.startswith("part-") and e.name.endswith(".npy"))
+        with progress(len(names), "rebuilding the embedding cache's index", unit="parts") as bar:
+            for name in names:
+                self._adopt(con, name, transaction=False)
+                bar(1)
+
     def _forget_parts(self, con: sqlite3.Connection, ids: list[int]) -> None:
         """Drop the index rows of parts whose files were deleted (a full index scan; rare)."""
         with self._write(con):
@@ -423,24 +483,25 @@ class EmbeddingCache:
                 log.warning("embedding cache %s: %d part file(s) were deleted; their keys will be embedded again",
                             self.dir, len(gone))
 
-    def _adopt(self, con: sqlite3.Connection, name: str) -> None:
-        """Index a complete part the index does not know (its writer died before committing)."""
+    def _adopt(self, con: sqlite3.Connection, name: str, *, transaction: bool = True) -> None:
+        """Index a complete part the index does not know (its writer died before committing, or
+        the index is being rebuilt)."""
         try:
             arr = np.load(self.dir / name, mmap_mode="r")
             if arr.dtype.names != ("key", "vector") or arr.ndim != 1:
                 raise ValueError(f"unexpected layout {arr.dtype} {arr.shape}")
-            keys = [k.decode() for k in arr["key"].tolist()]
+            keys = np.array(arr["key"])  # a strided read of the key field
             part = _Part(name, len(arr), arr.dtype["vector"].shape[0], arr.dtype["key"].itemsize, arr.offset)
             del arr
         except FileNotFoundError:
             return
-        except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as e:
+        except (OSError, ValueError, KeyError, IndexError) as e:
             log.warning("embedding cache: skipping unreadable part %s (%s)", name, e)
             return
-        self._index_part(con, part, keys, replace=False)
+        self._index_part(con, part, keys, replace=False, transaction=transaction)
 
     def _migrate(self, con: sqlite3.Connection, name: str) -> None:
-        """Convert one Parquet part of the previous format into a part, index it, remove it."""
+        """Convert one Parquet part of the first format into a part, index it, remove it."""
         import pyarrow.parquet as pq
 
         src = self.dir / name
@@ -456,8 +517,7 @@ class EmbeddingCache:
             vec = table.column("vector").combine_chunks()
             flat = vec.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
             vectors = flat.reshape(-1, vec.type.list_size)
-            keys = table.column("key").to_pylist()
-            uniq, first = np.unique(np.asarray(keys, dtype=object), return_index=True)
-            self._write_part(uniq.tolist(), vectors[first], name=target)
+            uniq, first = np.unique(as_key_bytes(table.column("key").to_pylist()), return_index=True)
+            self._write_part(uniq, vectors[first], name=target)
         self._adopt(con, target)
         src.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.embed import EmbeddingCache, HashingEmbedder, content_key
+from curation.embed import cache as cache_mod
 from curation.pipeline import embed_texts, serial_map
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,7 +108,51 @@ def test_layout_is_npy_parts_plus_sqlite_index_plus_embedder_txt(tmp_path):
     assert rows.dtype.names == ("key", "vector") and len(rows) == 10
     with sqlite3.connect(cache.index_path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("SELECT count(*) FROM vectors").fetchone()[0] == 10
+        assert con.execute("PRAGMA user_version").fetchone()[0] == cache_mod.FORMAT == 2
+        indexed = sorted(h for (h,) in con.execute("SELECT hkey FROM vectors"))
+    assert indexed == sorted(cache_mod.key_hashes(np.array([k.encode() for k in keys_of(10)])).tolist())
+
+
+def test_key_hashes_depend_on_the_key_alone_and_tell_keys_sharing_a_prefix_apart():
+    short, long_ = b"text 1", b"x" * 70  # folded / BLAKE2b
+    alone = cache_mod.key_hashes(np.array([short, long_]))
+    assert cache_mod.key_hashes(np.array([short]))[0] == alone[0]  # S6 or S70 array: same hash
+    assert cache_mod.key_hashes(np.array([long_, short, short])).tolist() == [alone[1], alone[0], alone[0]]
+    shaped = np.array([f"{i:064x}".encode() for i in range(100_000)])  # 48 leading zero digits
+    assert len(np.unique(cache_mod.key_hashes(shaped))) == 100_000
+    assert cache_mod.key_hashes(np.array([b"a"])).dtype == np.int64
+
+
+def test_keys_whose_hashes_collide_never_get_each_others_vector(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache_mod, "key_hashes", lambda keys: np.zeros(len(keys), dtype=np.int64))
+    cache = EmbeddingCache(tmp_path, "emb")
+    vecs = vectors_of(2)
+    cache.put(["first"], vecs[:1], fresh=True)
+    cache.put(["second"], vecs[1:], fresh=True)  # same hash: its index row is not added
+    found, got = cache.get(["second", "first", "second"])
+    assert found.tolist() == [False, True, False]  # a miss (embedded again), not the first's vector
+    np.testing.assert_array_equal(bits(got), bits(vecs[:1]))
+
+
+def test_an_index_of_format_1_is_rebuilt_from_the_parts_on_open(tmp_path):
+    keys, vecs = keys_of(30), vectors_of(30)
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(keys[:20], vecs[:20])
+    cache.put(keys[20:], vecs[20:])
+    cache.close()
+    with sqlite3.connect(cache.index_path) as con:  # the index as format 1 wrote it: text keys
+        con.execute("DROP TABLE vectors")
+        con.execute("CREATE TABLE vectors (key TEXT PRIMARY KEY, part INTEGER NOT NULL, row INTEGER NOT NULL) "
+                    "WITHOUT ROWID")
+        con.execute("INSERT INTO vectors VALUES ('stale', 1, 0)")
+        con.execute("PRAGMA user_version=1")
+    reopened = EmbeddingCache(tmp_path, "emb")
+    found, got = reopened.get(keys)
+    assert found.all() and len(reopened) == 30
+    np.testing.assert_array_equal(bits(got), bits(vecs))
+    with sqlite3.connect(cache.index_path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert con.execute("SELECT count(*) FROM parts").fetchone()[0] == 2
 
 
 def test_resume_put_per_chunk_then_a_new_cache_object_sees_every_chunk(tmp_path):
