@@ -16,7 +16,7 @@ import pytest
 
 from curation.embed import EmbeddingCache, make_text_embedder
 from curation.embed import static as static_mod
-from curation.embed.static import DistillSettings, StaticEmbedder, ensure_distilled, token_weights
+from curation.embed.static import DistillSettings, StaticEmbedder, default_cache_dir, ensure_distilled, token_weights
 from curation.pipeline import embed_texts, serial_map
 
 SMALL = {"vocab_limit": 1200, "pca_dims": 32}  # ids < 1200: special tokens and ~200 single characters
@@ -61,10 +61,13 @@ def fake_distill(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def full_cache(tmp_path_factory):
-    """A cache directory holding the full distilled model (built once per test session)."""
-    root = tmp_path_factory.mktemp("static-full")
-    StaticEmbedder(cache_dir=root).model_dir  # noqa: B018 - builds it
+def full_cache():
+    """The model cache that builds and the demo use, holding the full distilled model: built
+    there if missing (40 s), else reused. Distillation is keyed by the base model's files and the
+    settings (a test above checks it is deterministic), so a model found there is the one this
+    code would build; the build test of the mechanism is the small model's."""
+    root = default_cache_dir()
+    StaticEmbedder(cache_dir=root).model_dir  # noqa: B018 - builds it if missing
     return root
 
 
@@ -189,7 +192,7 @@ def test_sif_weights_damp_frequent_ids():
 
 
 @pytest.mark.slow
-def test_full_model_vectors(full_cache):
+def test_full_model_vectors(full_cache, tmp_path):
     """Configured dimension, unit norm, batch-independent, and the embedding cache round trip."""
     emb = make_text_embedder("static-minilm", batch_size=64, normalize=True, max_seq_length=None,
                              cache_dir=str(full_cache))
@@ -199,7 +202,7 @@ def test_full_model_vectors(full_cache):
     np.testing.assert_allclose(np.linalg.norm(X[:3], axis=1), 1, rtol=1e-5)
     assert not X[3].any()  # no tokens: the zero vector
     np.testing.assert_allclose(emb.embed(texts[1:2])[0], X[1], atol=1e-6)
-    cache = EmbeddingCache(full_cache / "vectors", emb.id)
+    cache = EmbeddingCache(tmp_path / "vectors", emb.id)
     X1, _ = embed_texts(texts[:3], emb, cache=cache, map_chunks=serial_map(emb))
     X2, counts = embed_texts(texts[:3], emb, cache=cache, map_chunks=serial_map(emb))
     assert counts["embedded"] == 0

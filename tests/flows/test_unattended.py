@@ -97,9 +97,14 @@ def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(projec
     from connectors.base import Connector
     from flows.cli import main
 
+    import flows.curate
+
     work, env = project
     monkeypatch.chdir(work)
     monkeypatch.setenv("RAY_ADDRESS", env["RAY_ADDRESS"])
+    # the task's retries as configured, without its 1 + 3 + 10 s of waiting
+    monkeypatch.setattr(flows.curate, "ingest_task", flows.curate.ingest_task.with_options(retry_delay_seconds=0))
+    assert flows.curate.ingest_task.retries == 3
     _flaky_class()
     try:
         FlakyFiles.reads, FlakyFiles.fail = 0, 2
