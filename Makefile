@@ -9,7 +9,7 @@ TORCH_SRC := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index
 DATA    := data/evals_prompts.parquet data/adult.parquet
 WORDNET := data/wordnet_glosses.parquet
 
-.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache bench-scale bench-tmc lock clean
+.PHONY: setup data services demo demo-full test bench bench-demo bench-kmq bench-quad bench-equity bench-valuation bench-cache bench-scale bench-knn-index bench-tmc lock clean
 
 setup: $(VENV)/.installed
 
@@ -80,6 +80,10 @@ bench-cache: setup data
 # Stages against raw components at 100k and 1M, fixed costs, KNN-Shapley at 1M (bench/results/scale.md)
 bench-scale: setup
 	HF_HUB_OFFLINE=1 $(VPY) bench/scale.py
+
+# Truncated KNN-Shapley's exact shard search against a faiss IVF index (bench/results/knn_index.md)
+bench-knn-index: setup
+	HF_HUB_OFFLINE=1 $(VPY) bench/knn_index.py
 
 # pyDVL only in its own environment (.venv-bench); it pins numpy<2, overridden with ours
 BENCH_VPY := .venv-bench/bin/python
