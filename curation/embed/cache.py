@@ -9,18 +9,18 @@ Layout of ``<root>/<sha256(embedder id)[:24]>/``:
 * ``index.sqlite3`` (plus SQLite's ``-wal``/``-shm`` files): the index, table
   ``vectors(hkey INTEGER PRIMARY KEY, part, row)`` and table
   ``parts(id, name, rows, dim, key_bytes, offset)`` (each part's layout). ``hkey`` is a 64-bit
-  hash of the key (:func:`key_hashes`), not the key: an integer key makes SQLite's B-tree about
-  half the size and its inserts about 3x cheaper than 64-character text keys. Two keys with the
-  same hash cannot both be indexed; the loser is simply never found (and embedded again), and a
-  lookup never returns a wrong vector because every row read is checked against the full key
-  stored in its part.
+  hash of the key (:func:`key_hashes`), not the key: SQLite then keys the table by its rowid, and
+  the index is much smaller than one keyed by 64-character text (10M keys: 255 MiB against
+  870 MiB, bench/results/cache.md). Two keys with the same hash cannot both be indexed; the
+  loser is simply never found (and embedded again), and a lookup never returns a wrong vector
+  because every row read is checked against the full key stored in its part.
 * ``embedder.txt``: the full embedder id.
 
-A lookup of n keys asks the index in sorted batches (O(n log N) for a cache of N keys), then
+A lookup of n keys asks the index in batches (O(n log N) for a cache of N keys), then
 opens only the parts holding hits and reads just those rows, each straight into its place in the
 result matrix (checking each row's stored key), so its cost and memory follow the query, not the
-cache's size. Keys are handed to SQLite as one JSON array per batch (``json_each``), which costs
-about 1 µs a key to insert or look up, where binding each key as a parameter cost 4-5 µs.
+cache's size. Key hashes go to SQLite as one JSON array per statement (``json_each``), not one
+bound parameter per key.
 
 A writer writes its part first and then adds the part's keys to the index in one transaction;
 SQLite serialises concurrent writers (WAL mode, busy timeout). An index row whose part file is

@@ -94,10 +94,9 @@ def _flaky_class():
 
 @pytest.mark.slow
 def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(project, monkeypatch, capsys):
+    import flows.curate
     from connectors.base import Connector
     from flows.cli import main
-
-    import flows.curate
 
     work, env = project
     monkeypatch.chdir(work)

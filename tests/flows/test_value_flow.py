@@ -110,20 +110,27 @@ def test_pool_blocks_of_kmeans_and_truncated_knn_shapley_go_through_ray_and_equa
     np.testing.assert_allclose([got[i] for i in items["id"]], expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.slow
-def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_session, prefect_api, capsys):
-    monkeypatch.chdir(tmp_path)
+def write_rows_with_flipped_labels(n: int) -> np.ndarray:
+    """``rows.csv``: n rows, two features, a binary label of which 10% are flipped (the returned
+    mask), groups ``web``/``books``; ``val.csv``: 80 clean held-out rows."""
     rng = np.random.default_rng(0)
-    n = 120
     y = rng.integers(0, 2, n)
     flipped = np.zeros(n, bool)
-    flipped[rng.choice(n, 12, replace=False)] = True
+    flipped[rng.choice(n, n // 10, replace=False)] = True
     df = pl.DataFrame({"id": [f"r{i}" for i in range(n)], "x1": rng.normal(size=n) + 3 * y, "x2": rng.normal(size=n),
                        "src": rng.choice(["web", "books"], n), "label": np.where(flipped, 1 - y, y)})
     df.write_csv("rows.csv")
     vy = rng.integers(0, 2, 80)
     pl.DataFrame({"id": [f"v{i}" for i in range(80)], "x1": rng.normal(size=80) + 3 * vy, "x2": rng.normal(size=80),
                   "src": "val", "label": vy}).write_csv("val.csv")
+    return flipped
+
+
+@pytest.mark.slow
+def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_session, prefect_api, capsys):
+    monkeypatch.chdir(tmp_path)
+    n = 120
+    flipped = write_rows_with_flipped_labels(n)
     Path("tmc.yaml").write_text(yaml.safe_dump({
         "name": "tmc", "seed": 2,
         "sources": [{"name": "rows", "kind": "files", "path": "rows.csv", "id": "id", "features": ["x1", "x2"],
@@ -151,3 +158,30 @@ def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_sess
     assert below.height and (below["value"] < 0).all() and not below["selected"].any()
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["valuation"]["method"] == "tmc_shapley" and manifest["valuation"]["permutations"] <= 40
+
+
+@pytest.mark.slow
+def test_banzhaf_on_ray_stops_once_every_standard_error_is_within_stderr_tol(tmp_path, monkeypatch, ray_session,
+                                                                             prefect_api, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_rows_with_flipped_labels(120)
+    tol = 0.001
+    Path("bz.yaml").write_text(yaml.safe_dump({
+        "name": "bz", "seed": 3,
+        "sources": [{"name": "rows", "kind": "files", "path": "rows.csv", "id": "id", "features": ["x1", "x2"],
+                     "label": "label"}],
+        "groups": ["src"],
+        "cluster": {"k": 3},
+        "value": {"method": "banzhaf", "samples": 20_000, "stderr_tol": tol, "validation": {"path": "val.csv"}},
+        "select": {"method": "value-threshold", "budget": 100, "mode": "drop"},
+        "output": {"root": "out"},
+    }))
+    assert main(["build", "bz.yaml"]) == 0
+    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    valuation = json.loads((version / "manifest.json").read_text())["valuation"]
+    assert valuation["method"] == "banzhaf_msr" and valuation["converged"] is True
+    assert valuation["stderr_tol"] == tol and valuation["stderr_max"] <= tol
+    assert valuation["samples"] < 20_000  # stopped by the rule, not by the sample budget
+    report = pl.read_parquet(version / "report.parquet").filter(pl.col("status").is_in(["selected", "not_selected"]))
+    assert report.height == 120 and report["value_stderr"].null_count() == 0
+    assert report["value_stderr"].max() <= tol  # what the report shows is what the rule checked

@@ -99,3 +99,36 @@ def test_bad_parameters_are_named():
         knn_shapley(X, y, X, y, 0)
     with pytest.raises(InvalidParameterError, match="epsilon"):
         knn_shapley(X, y, X, y, 1, epsilon=2.0)
+
+
+def test_exact_values_are_the_same_bits_on_one_thread_or_several_and_with_ties():
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 4, size=(400, 2)).astype(np.float32)  # many equal distances
+    y, Xt, yt = rng.integers(0, 3, 400), rng.normal(size=(97, 2)) * 2, rng.integers(0, 3, 97)
+    one = knn_shapley(X, y, Xt, yt, 5, block=7, threads=1)
+    np.testing.assert_array_equal(knn_shapley(X, y, Xt, yt, 5, block=7, threads=3), one)
+    phi, full = knn_shapley(X, y, Xt, yt, 5, block=7, threads=2, per_test=True)
+    np.testing.assert_array_equal(phi, one)
+    np.testing.assert_allclose(full.mean(axis=0), one, atol=1e-15)
+    np.testing.assert_array_equal(knn_shapley(X, y, Xt, yt, 5, threads=1), knn_shapley(X, y, Xt, yt, 5, threads=2))
+
+
+def test_threaded_blocks_come_back_in_order_with_at_most_threads_plus_one_started_ahead():
+    import threading
+
+    from curation.value.knn_shapley import _in_order
+
+    started, lock = [0], threading.Lock()
+
+    def square(a):
+        with lock:
+            started[0] += 1
+        return a * a
+
+    got, ahead = [], []
+    for v in _in_order(square, range(50), 3):
+        with lock:
+            ahead.append(started[0] - len(got))  # started but not yet handed to the consumer
+        got.append(v)
+    assert got == [a * a for a in range(50)]
+    assert max(ahead) <= 4
