@@ -95,10 +95,12 @@ BENCH_VPY := .venv-bench/bin/python
 	$(UV) pip install --quiet --python $(BENCH_VPY) --no-deps -e .
 	@touch $@
 
-# TMC-Shapley at n = 500 until its standard-error rule stops it (bench/results/tmc_convergence.md)
+# TMC-Shapley and Data Banzhaf at n = 500 until their standard-error rule stops them
+# (bench/results/tmc_convergence.md, bench/results/banzhaf_convergence.md)
 bench-tmc: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py
 	$(BENCH_VPY) bench/tmc_convergence.py
+	$(BENCH_VPY) bench/tmc_convergence.py --methods banzhaf
 
 bench-valuation: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py

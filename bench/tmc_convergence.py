@@ -1,6 +1,11 @@
-"""TMC-Shapley until it converges: German credit, n = 500, logistic regression, Ray workers.
+"""TMC-Shapley (or Data Banzhaf) until it converges: German credit, n = 500, logistic regression, Ray workers.
 
-    .venv/bin/python bench/tmc_convergence.py [--n 500] [--val 300] [--stderr-tol 0.005] [--workers 2]
+    .venv/bin/python bench/tmc_convergence.py [--methods tmc] [--n 500] [--val 300] [--stderr-tol 0.005]
+                                              [--workers 2]
+
+``--methods banzhaf`` runs Data Banzhaf by maximum sample reuse (``banzhaf_msr``) instead: the
+same stopping rule over samples (one utility call each) instead of permutations, pyDVL's
+``MSRBanzhafValuation`` side by side; ``make bench-tmc`` runs both (two result files).
 
 The set function is the one of ``bench/valuation.py`` part (c): logistic regression (lbfgs,
 1 BLAS thread) trained on the subset, accuracy on 300 validation rows, the same split. Each
@@ -39,27 +44,45 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from curation.value.semivalues import tmc_shapley  # noqa: E402
+from curation.value.semivalues import banzhaf_msr, tmc_shapley  # noqa: E402
 from curation.value.utility import ModelUtility  # noqa: E402
 
 
-def run_pydvl(Xtr, ytr, Xva, yva, tol: float, args: argparse.Namespace) -> dict:
-    """pyDVL's TMC-Shapley on the same set function, stopped by its own standard-error rule."""
+def run_pydvl(method: str, Xtr, ytr, Xva, yva, tol: float, args: argparse.Namespace) -> dict:
+    """pyDVL's TMC-Shapley (or MSR Banzhaf) on the same set function, stopped by its own
+    standard-error rule."""
     from joblib import parallel_config
     from pydvl.valuation import AbsoluteStandardError, MaxUpdates
-    from valuation import pydvl_tmc
+    from valuation import pydvl_msr_banzhaf, pydvl_tmc
 
     stop = AbsoluteStandardError(tol, fraction=1.0, burn_in=args.min_perms) | MaxUpdates(args.max_perms)
     t0 = time.perf_counter()
     with parallel_config(n_jobs=args.workers):
-        values, stderr, counts = pydvl_tmc(Xtr, ytr, Xva, yva, stop)
+        values, stderr, counts = (pydvl_tmc if method == "tmc" else pydvl_msr_banzhaf)(Xtr, ytr, Xva, yva, stop)
     wall = time.perf_counter() - t0
-    print(f"pyDVL tol {tol}: {int(counts.max())} updates, {wall:.1f}s", flush=True)
+    print(f"pyDVL {method} tol {tol}: {int(counts.max())} updates, {wall:.1f}s", flush=True)
     return {"values": values, "stderr": stderr, "wall": wall, "updates": int(counts.max())}
+
+
+def run_curation(method: str, u: ModelUtility, tol: float, seed: int, args: argparse.Namespace, map_fn):
+    """(result, draws, utility calls or None) of one curation run stopped by ``stderr_tol``."""
+    if method == "tmc":
+        r = tmc_shapley(u, max_permutations=args.max_perms, truncation_rtol=0.01, truncation_patience=0,
+                        conv_rtol=0, stderr_tol=tol, conv_window=args.min_perms,
+                        batch=8, n_jobs=args.workers, map_fn=map_fn, rng=np.random.default_rng(seed))
+        return r, r.info["permutations"], r.info["utility_calls"], r.info["converged_by"]
+    r = banzhaf_msr(u, n_samples=args.max_perms, stderr_tol=tol, min_samples=args.min_perms, batch=50,
+                    n_jobs=args.workers, map_fn=map_fn, rng=np.random.default_rng(seed))
+    return r, r.info["samples"], r.info["samples"], "stderr" if r.info["converged"] else None
+
+
+NAMES = {"tmc": ("TMC-Shapley", "permutations", "tmc_convergence.md"),
+         "banzhaf": ("Data Banzhaf (MSR)", "samples", "banzhaf_convergence.md")}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="tmc", choices=sorted(NAMES), help="the valuation method")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--val", type=int, default=300)
     ap.add_argument("--stderr-tol", type=float, nargs="+", default=[0.005, 0.002])
@@ -69,8 +92,11 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
     ap.add_argument("--pydvl", action=argparse.BooleanOptionalAction, default=None,
                     help="run pyDVL side by side (default: when it is installed, as in .venv-bench)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tmc_convergence.md"))
+    ap.add_argument("--out", default=None, help="default: bench/results/<method>_convergence.md")
     args = ap.parse_args()
+    method = args.methods
+    title, draw, out_name = NAMES[method]
+    args.out = args.out or str(ROOT / "bench" / "results" / out_name)
     if args.pydvl is None:
         import importlib.util
 
@@ -96,61 +122,60 @@ def main() -> int:
             for seed in args.seeds:
                 u = ModelUtility(Xtr, ytr, Xva, yva, model="logistic")
                 t0 = time.perf_counter()
-                r = tmc_shapley(u, max_permutations=args.max_perms, truncation_rtol=0.01, truncation_patience=0,
-                                conv_rtol=0, stderr_tol=tol, conv_window=args.min_perms,
-                                batch=8, n_jobs=args.workers, map_fn=ray_map, rng=np.random.default_rng(seed))
+                r, draws, calls, by = run_curation(method, u, tol, seed, args, ray_map)
                 wall = time.perf_counter() - t0
-                runs.append((tol, seed, r, wall))
-                i = r.info
-                print(f"tol {tol} seed {seed}: {i['permutations']} permutations, converged={i['converged']} "
-                      f"({i['converged_by']}), max stderr {i['stderr_max']:.4f}, {wall:.1f}s, "
-                      f"{i['utility_calls'] / i['permutations']:.0f} calls/perm", flush=True)
+                runs.append((tol, seed, r, wall, draws, calls, by))
+                print(f"{method} tol {tol} seed {seed}: {draws} {draw}, converged={r.info['converged']} ({by}), "
+                      f"max stderr {r.info['stderr_max']:.4f}, {wall:.1f}s, {calls / draws:.0f} calls per draw",
+                      flush=True)
     finally:
         ray.shutdown()
-    pydvl_runs = [run_pydvl(Xtr, ytr, Xva, yva, tol, args) for tol in args.stderr_tol] if args.pydvl else []
+    pydvl_runs = [run_pydvl(method, Xtr, ytr, Xva, yva, tol, args) for tol in args.stderr_tol] if args.pydvl else []
     load_after = os.getloadavg()
 
-    rows = ["| stderr_tol | seed | permutations | stopped by | max stderr | utility calls / perm | wall s |",
+    rows = [f"| stderr_tol | seed | {draw} | stopped by | max stderr | utility calls / {draw[:-1]} | wall s |",
             "|---:|---:|---:|---|---:|---:|---:|"]
-    for tol, seed, r, wall in runs:
-        i = r.info
-        rows.append(f"| {tol:g} | {seed} | {i['permutations']} | {i['converged_by'] or 'max_permutations'} "
-                    f"| {i['stderr_max']:.4f} | {i['utility_calls'] / i['permutations']:.0f} | {wall:.1f} |")
+    for tol, seed, r, wall, draws, calls, by in runs:
+        rows.append(f"| {tol:g} | {seed} | {draws} | {by or 'max_' + draw} "
+                    f"| {r.info['stderr_max']:.4f} | {calls / draws:.0f} | {wall:.1f} |")
     agree = ["| stderr_tol | within 2 combined SE | Spearman | spread of the values (sd) |", "|---:|---:|---:|---:|"]
     for tol in args.stderr_tol:
-        a, b = [r for t, _, r, _ in runs if t == tol][:2]
+        a, b = [x[2] for x in runs if x[0] == tol][:2]
         within = float((np.abs(a.values - b.values) <= 2 * np.sqrt(a.stderr ** 2 + b.stderr ** 2)).mean())
         agree.append(f"| {tol:g} | {within:.1%} | {float(spearmanr(a.values, b.values).statistic):.3f} "
                      f"| {float(np.std(a.values)):.4f} |")
     versus = []
     if pydvl_runs:
-        versus = ["pyDVL side by side, in the same run: `ShapleyValuation` + `PermutationSampler(RelativeTruncation("
-                  "0.01))` stopped by its own `AbsoluteStandardError(stderr_tol, fraction=1, burn_in=min_perms)` "
+        pydvl_kind = ("`ShapleyValuation` + `PermutationSampler(RelativeTruncation(0.01))`" if method == "tmc"
+                      else "`MSRBanzhafValuation`")
+        versus = [f"pyDVL side by side, in the same run: {pydvl_kind} "
+                  "stopped by its own `AbsoluteStandardError(stderr_tol, fraction=1, burn_in=min_perms)` "
                   f"(or `MaxUpdates({args.max_perms})`), joblib with {args.workers} processes, the same set function "
                   "(bench/valuation.py's guarded logistic regression). Agreement with curation's seed-1 run at the "
                   "same tolerance:", "",
                   "| stderr_tol | pyDVL updates | pyDVL wall s | curation wall s (seed 1) | pyDVL / curation | "
                   "within 2 combined SE | Spearman |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for tol, pyd in zip(args.stderr_tol, pydvl_runs):
-            _, _, a, wall_a = next(x for x in runs if x[0] == tol)
+            _, _, a, wall_a, *_ = next(x for x in runs if x[0] == tol)
             within = float((np.abs(a.values - pyd["values"]) <= 2 * np.sqrt(a.stderr ** 2 + pyd["stderr"] ** 2)).mean())
             versus.append(f"| {tol:g} | {pyd['updates']} | {pyd['wall']:.1f} | {wall_a:.1f} | "
                           f"{pyd['wall'] / wall_a:.2f}x | {within:.1%} | "
                           f"{float(spearmanr(a.values, pyd['values']).statistic):.3f} |")
         versus.append("")
     md = [
-        "# TMC-Shapley until it converges",
+        f"# {title} until it converges",
         "",
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `{os.path.relpath(sys.executable, ROOT)} bench/tmc_convergence.py {' '.join(sys.argv[1:])}`"
         + (" (`make bench-tmc`)" if args.pydvl else ""),
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
         f"{load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end; Ray with {args.workers} CPUs "
-        f"(permutations in Ray tasks, 8 per task)",
+        f"({draw} in Ray tasks, {8 if method == 'tmc' else 50} per task)",
         f"- data: {desc}; {args.n} training rows, {args.val} validation rows (the split of bench/valuation.py "
         "part c); utility: logistic regression trained on the subset, validation accuracy",
         f"- stopping: every value's standard error <= stderr_tol (accuracy units) after at least "
-        f"{args.min_perms} permutations, at most {args.max_perms}; truncation rtol 0.01 (first hit)",
+        f"{args.min_perms} {draw}, at most {args.max_perms}"
+        + ("; truncation rtol 0.01 (first hit)" if method == "tmc" else ""),
         "",
         *rows,
         "",

@@ -487,6 +487,30 @@ def pydvl_tmc(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray
     return np.asarray(r.values)[order], np.asarray(r.stderr)[order], np.asarray(r.counts)[order]
 
 
+def pydvl_msr_banzhaf(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, stopping: Any,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pyDVL's Data Banzhaf by maximum sample reuse (``MSRBanzhafValuation``, its own MSR
+    sampling, seed 2) on the set function of :func:`pydvl_tmc`, stopped by ``stopping``.
+
+    Returns (values, stderr, counts), in training-row order."""
+    import warnings
+
+    from pydvl.valuation import Dataset, MSRBanzhafValuation, SupervisedScorer
+    from pydvl.valuation import ModelUtility as PyDVLModelUtility
+
+    classes, counts = np.unique(yva, return_counts=True)
+    scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=float(counts.max() / counts.sum()),
+                              range=(0.0, 1.0))
+    pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
+    val = MSRBanzhafValuation(pu, stopping, seed=2, show_warnings=False, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val.fit(Dataset(Xtr, ytr))
+    r = val.result
+    order = np.argsort(np.asarray(r.indices))
+    return np.asarray(r.values)[order], np.asarray(r.stderr)[order], np.asarray(r.counts)[order]
+
+
 def _guarded_model(val_classes: np.ndarray, fallback: Any) -> Any:
     """A scikit-learn classifier with curation's ModelUtility semantics, for pyDVL's ModelUtility."""
     return GuardedLogistic(val_classes=tuple(val_classes.tolist()), fallback=fallback)
