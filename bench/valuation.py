@@ -468,23 +468,11 @@ def pydvl_tmc(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray
     stopped by ``stopping``; run under the caller's joblib/threadpool settings.
 
     Returns (values, stderr, counts), in training-row order."""
-    import warnings
+    from pydvl.valuation import PermutationSampler, RelativeTruncation, ShapleyValuation
 
-    from pydvl.valuation import Dataset, PermutationSampler, RelativeTruncation, ShapleyValuation, SupervisedScorer
-    from pydvl.valuation import ModelUtility as PyDVLModelUtility
-
-    classes, counts = np.unique(yva, return_counts=True)
-    scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=float(counts.max() / counts.sum()),
-                              range=(0.0, 1.0))
-    pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
-    val = ShapleyValuation(pu, PermutationSampler(truncation=RelativeTruncation(rtol=0.01), seed=2), stopping,
-                           show_warnings=False, progress=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        val.fit(Dataset(Xtr, ytr))
-    r = val.result
-    order = np.argsort(np.asarray(r.indices))
-    return np.asarray(r.values)[order], np.asarray(r.stderr)[order], np.asarray(r.counts)[order]
+    return _pydvl_fit(lambda pu: ShapleyValuation(pu, PermutationSampler(truncation=RelativeTruncation(rtol=0.01),
+                                                                          seed=2), stopping,
+                                                  show_warnings=False, progress=False), Xtr, ytr, Xva, yva)
 
 
 def pydvl_msr_banzhaf(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, stopping: Any,
@@ -493,16 +481,26 @@ def pydvl_msr_banzhaf(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np
     sampling, seed 2) on the set function of :func:`pydvl_tmc`, stopped by ``stopping``.
 
     Returns (values, stderr, counts), in training-row order."""
+    from pydvl.valuation import MSRBanzhafValuation
+
+    return _pydvl_fit(lambda pu: MSRBanzhafValuation(pu, stopping, seed=2, show_warnings=False, progress=False),
+                      Xtr, ytr, Xva, yva)
+
+
+def _pydvl_fit(make_valuation: Any, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit ``make_valuation(pydvl_utility)`` on (Xtr, ytr), the utility being curation's set
+    function in pyDVL's terms; (values, stderr, counts) in training-row order."""
     import warnings
 
-    from pydvl.valuation import Dataset, MSRBanzhafValuation, SupervisedScorer
+    from pydvl.valuation import Dataset, SupervisedScorer
     from pydvl.valuation import ModelUtility as PyDVLModelUtility
 
     classes, counts = np.unique(yva, return_counts=True)
     scorer = SupervisedScorer("accuracy", Dataset(Xva, yva), default=float(counts.max() / counts.sum()),
                               range=(0.0, 1.0))
     pu = PyDVLModelUtility(_guarded_model(classes, classes[counts.argmax()]), scorer, show_warnings=False)
-    val = MSRBanzhafValuation(pu, stopping, seed=2, show_warnings=False, progress=False)
+    val = make_valuation(pu)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         val.fit(Dataset(Xtr, ytr))

@@ -126,23 +126,29 @@ def write_rows_with_flipped_labels(n: int) -> np.ndarray:
     return flipped
 
 
+def build_valued_rows(name: str, seed: int, value: dict, capsys) -> Path:
+    """`curate build` of :func:`write_rows_with_flipped_labels`'s rows, valued by ``value``
+    against ``val.csv`` and dropping harmful rows (value-threshold, budget 100); the version."""
+    Path(f"{name}.yaml").write_text(yaml.safe_dump({
+        "name": name, "seed": seed,
+        "sources": [{"name": "rows", "kind": "files", "path": "rows.csv", "id": "id", "features": ["x1", "x2"],
+                     "label": "label"}],
+        "groups": ["src"],
+        "cluster": {"k": 3},
+        "value": {**value, "validation": {"path": "val.csv"}},
+        "select": {"method": "value-threshold", "budget": 100, "mode": "drop"},
+        "output": {"root": "out"},
+    }))
+    assert main(["build", f"{name}.yaml"]) == 0
+    return Path(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
 def test_tmc_shapley_on_ray_finds_flipped_labels(tmp_path, monkeypatch, ray_session, prefect_api, capsys):
     monkeypatch.chdir(tmp_path)
     n = 120
     flipped = write_rows_with_flipped_labels(n)
-    Path("tmc.yaml").write_text(yaml.safe_dump({
-        "name": "tmc", "seed": 2,
-        "sources": [{"name": "rows", "kind": "files", "path": "rows.csv", "id": "id", "features": ["x1", "x2"],
-                     "label": "label"}],
-        "groups": ["src"],
-        "cluster": {"k": 3},
-        "value": {"method": "tmc-shapley", "max_permutations": 40, "validation": {"path": "val.csv"}},
-        "select": {"method": "value-threshold", "budget": 100, "mode": "drop"},
-        "output": {"root": "out"},
-    }))
-    assert main(["build", "tmc.yaml"]) == 0
-    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    version = build_valued_rows("tmc", 2, {"method": "tmc-shapley", "max_permutations": 40}, capsys)
     full = pl.read_parquet(version / "report.parquet")
     report = full.filter(pl.col("status").is_in(["selected", "not_selected"])).sort("id")
     ids = [f"r{i}" for i in range(n)]
@@ -166,18 +172,7 @@ def test_banzhaf_on_ray_stops_once_every_standard_error_is_within_stderr_tol(tmp
     monkeypatch.chdir(tmp_path)
     write_rows_with_flipped_labels(120)
     tol = 0.001
-    Path("bz.yaml").write_text(yaml.safe_dump({
-        "name": "bz", "seed": 3,
-        "sources": [{"name": "rows", "kind": "files", "path": "rows.csv", "id": "id", "features": ["x1", "x2"],
-                     "label": "label"}],
-        "groups": ["src"],
-        "cluster": {"k": 3},
-        "value": {"method": "banzhaf", "samples": 20_000, "stderr_tol": tol, "validation": {"path": "val.csv"}},
-        "select": {"method": "value-threshold", "budget": 100, "mode": "drop"},
-        "output": {"root": "out"},
-    }))
-    assert main(["build", "bz.yaml"]) == 0
-    version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    version = build_valued_rows("bz", 3, {"method": "banzhaf", "samples": 20_000, "stderr_tol": tol}, capsys)
     valuation = json.loads((version / "manifest.json").read_text())["valuation"]
     assert valuation["method"] == "banzhaf_msr" and valuation["converged"] is True
     assert valuation["stderr_tol"] == tol and valuation["stderr_max"] <= tol
