@@ -7,6 +7,7 @@ its own local Ray and Prefect's temporary server; both must be gone when it has 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,10 @@ def test_the_next_build_stops_what_a_sigkilled_build_left_running(tmp_path):
     rerun = subprocess.run([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert f"stopped {len(left)} process(es) left running by a killed build" in rerun.stderr
+    # Count what the rerun stopped, not what was alive at the kill: some of Ray's workers notice their
+    # raylet is gone and exit on their own in between.
+    stopped = re.search(r"stopped (\d+) process\(es\) left running by a killed build", rerun.stderr)
+    assert stopped and int(stopped.group(1)) >= 1, rerun.stderr[-3000:]
     assert marked_by(proc.pid) == []
     manifest = __import__("json").loads((tmp_path / rerun.stdout.strip().splitlines()[-1] / "manifest.json").read_text())
     assert manifest["stages"]["ingest"]["reused"] is True  # and it resumed
