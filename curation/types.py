@@ -7,6 +7,7 @@ inside a selector.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,8 @@ class Pool:
         reference: the target set the pool is judged against (recipe ``reference:``), held out
             of selection; scorers such as ``influence`` and ``knn-shapley`` need it.
         values: (n,) data values from the recipe's ``value:`` stage (higher = more valuable), or None.
+        scope: ``(whole, rows)`` when this pool is rows ``rows`` of the pool ``whole`` and quality
+            scorers are to judge its items within ``whole`` (see :meth:`part`), else None.
 
     >>> p = Pool(ids=np.array(["a", "b"]), embeddings=np.zeros((2, 3), np.float32),
     ...          groups=np.array([0, 1]), group_names=("x", "y"))
@@ -81,9 +84,12 @@ class Pool:
     texts: np.ndarray | None = None
     reference: Reference | None = None
     values: np.ndarray | None = None
+    scope: tuple[Pool, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
+        if self.scope is not None and len(self.scope[1]) != n:
+            raise ValueError(f"scope rows has {len(self.scope[1])} rows but ids has {n}")
         if self.reference is not None and self.reference.embeddings.shape[1] != self.embeddings.shape[1]:
             raise ValueError(f"reference embeddings have dimension {self.reference.embeddings.shape[1]} "
                              f"but the pool's have {self.embeddings.shape[1]}")
@@ -125,6 +131,24 @@ class Pool:
         return Pool(ids=self.ids[rows], embeddings=np.ascontiguousarray(self.embeddings[rows]),
                     groups=self.groups[rows], group_names=self.group_names, clusters=cut(self.clusters),
                     labels=cut(self.labels), texts=texts, reference=self.reference, values=cut(self.values))
+
+    def part(self, rows: np.ndarray) -> Pool:
+        """:meth:`take` of ``rows``, whose quality scorers still judge its items within this whole
+        pool: a scorer that fits something to the pool it is handed (``influence``'s proxy,
+        ``knn-shapley``'s and ``knn-agreement``'s neighbours, ``length``'s normalisation) fits
+        it to the whole pool and scores the part's rows there. A composed selection fills each group's quota from such a part:
+        the items a group gets go into one training set with every other group's, so an item's
+        quality is what it adds to that whole set, not to a model of its group alone.
+
+        >>> p = Pool(ids=np.array(["a", "b", "c"]), embeddings=np.eye(3, dtype=np.float32),
+        ...          groups=np.array([0, 1, 1]), group_names=("x", "y"))
+        >>> q = p.part(np.array([2, 1]))
+        >>> q.ids.tolist(), q.scope[0] is p, q.scope[1].tolist()
+        (['c', 'b'], True, [2, 1])
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        whole, at = (self, rows) if self.scope is None else (self.scope[0], self.scope[1][rows])
+        return dataclasses.replace(self.take(rows), scope=(whole, at))
 
     def group_sizes(self) -> np.ndarray:
         """Rows per group code, shape (len(group_names),)."""

@@ -27,9 +27,13 @@ class QualityScorer(Registered, ABC):
         self.calls = 0
 
     def score(self, pool: Pool, indices: np.ndarray | None = None) -> np.ndarray:
-        """Scores of ``pool`` rows ``indices`` (all rows when None), float64, same order."""
+        """Scores of ``pool`` rows ``indices`` (all rows when None), float64, same order.
+
+        A part of a larger pool (:meth:`~curation.types.Pool.part`) is scored within that whole
+        pool: ``_score`` sees the whole pool and the matching rows of it."""
         idx = np.arange(len(pool)) if indices is None else np.asarray(indices, dtype=np.int64)
-        out = np.asarray(self._score(pool, idx), dtype=np.float64)
+        target, rows = (pool, idx) if pool.scope is None else (pool.scope[0], pool.scope[1][idx])
+        out = np.asarray(self._score(target, rows), dtype=np.float64)
         if out.shape != idx.shape:
             raise ValueError(f"{type(self).__name__} returned {out.shape} scores for {idx.shape} items")
         if not np.isfinite(out).all():

@@ -18,7 +18,11 @@ One recipe ``select`` section can chain three steps (docs/methods/chain.md)::
    group with ``0 < q_g <`` its size, the selector runs on that group's rows alone with budget
    ``q_g``. Clusters are the build's global clusters restricted to the group (one k-means, one
    cluster space the report can compare across groups); a cluster-aware selector such as kMQ
-   therefore spreads each group's quota over the clusters that group occupies. A group whose
+   therefore spreads each group's quota over the clusters that group occupies. Likewise a
+   quality scorer judges a group's items within the whole filtered pool (:meth:`Pool.part
+   <curation.types.Pool.part>`): ``influence`` fits its proxy on all groups' rows, because the
+   groups' picks end up in one training set (a proxy of one group alone may see one class
+   only). A group whose
    quota covers it entirely is taken whole, and one with quota 0 gives nothing: the allocation
    decided those rows.
 
@@ -181,7 +185,7 @@ class ChainSelector(Selector, name="chain"):
                 reasons[rows] = [f"{head}; {text}"] * len(rows)
                 decided[rows] = "within" if g is None else "allocate"
             else:
-                sel = within.select(sub.take(members), q, rng=child)
+                sel = within.select(sub.part(members), q, rng=child)
                 got = members[sel.indices]
                 why = (sel.reasons.to_list() if isinstance(sel.reasons, pl.Series)
                        else [str(r) for r in sel.reasons] if sel.reasons is not None

@@ -84,6 +84,34 @@ def reference_pool(seed: int = 0, n: int = 400, noisy: int = 40):
                 labels=labels.astype(str), reference=ref)
 
 
+@pytest.mark.parametrize("spec", [{"name": "influence", "fit_rows": 100, "seed": 3}, {"name": "knn-shapley", "k": 5},
+                                  {"name": "knn-agreement", "k": 5}])
+def test_a_part_of_a_pool_is_scored_within_the_whole_pool(spec):
+    pool = reference_pool()
+    rows = np.arange(7, 400, 3)
+    whole = build_scorer(spec).score(pool)[rows]
+    part = build_scorer(spec).score(pool.part(rows))
+    np.testing.assert_allclose(part, whole)
+    np.testing.assert_allclose(build_scorer(spec).score(pool.part(rows).part(np.arange(5))), whole[:5])  # nested
+    assert not np.allclose(build_scorer(spec).score(pool.take(rows)), whole)  # a cut-out pool alone differs
+
+
+def test_a_chain_scores_each_groups_items_within_the_whole_filtered_pool():
+    import myhooks
+
+    from curation.select import build_selector
+
+    pool = reference_pool()
+    pool = Pool(**{**{f: getattr(pool, f) for f in ("ids", "embeddings", "labels", "reference")},
+                   "groups": np.arange(400) % 3, "group_names": ("a", "b", "c"), "clusters": np.arange(400) % 4})
+    myhooks.SCORED_POOL_SIZES.clear()
+    chain = build_selector("chain", allocate={"method": "stratified", "mode": "equal"},
+                           within={"method": "kmq", "quality": "python:myhooks:record_pool_size"})
+    sel = chain.select(pool, 60, rng=np.random.default_rng(0))
+    assert len(sel.indices) == 60
+    assert myhooks.SCORED_POOL_SIZES and set(myhooks.SCORED_POOL_SIZES) == {400}
+
+
 @pytest.mark.parametrize("spec", ["influence", {"name": "knn-shapley", "k": 5}, {"name": "knn-shapley", "epsilon": None}])
 def test_reference_scorers_rank_mislabelled_rows_low(spec, seed):
     pool = reference_pool(seed)
