@@ -8,24 +8,50 @@ Group-aware (the default): each row's features are its vector followed by the on
 its group, so the model has one intercept per group. A group-unaware proxy has to fit every
 group with one intercept, and a group whose labels sit differently on the same features then
 shows a flat learning curve however much of it is bought.
+
+The proxy should be the model the data is for: ``learner`` (a ``python:module:factory`` hook
+returning an unfitted estimator with ``fit(X, y)`` and ``predict(X)``, e.g.
+``python:sklearn.svm:LinearSVC``) replaces the logistic regression, trained on the same
+features.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
-from curation.exceptions import DataError
+from curation.exceptions import DataError, InvalidParameterError
+from curation.registry import load_python_spec
 from curation.types import Pool
+
+
+def load_learner(spec: str | None) -> Callable[[], Any] | None:
+    """The estimator factory a ``select.learner`` spec names (None: the built-in logistic regression).
+
+    Raises:
+        InvalidParameterError: the spec is malformed, cannot be imported, or is not callable.
+    """
+    if spec is None:
+        return None
+    factory = load_python_spec(spec, field="select.learner")
+    if not callable(factory):
+        raise InvalidParameterError(f"select.learner={spec!r} names {type(factory).__name__} {factory!r}, not a "
+                                    "function or class that returns an estimator with fit and predict")
+    return factory
 
 
 class ProxyLearner:
     """Per-group validation error of a logistic regression trained on chosen pool rows.
 
     The validation rows are the pool's ``reference`` set or, without one, ``held`` pool rows.
+    ``learner``: a ``python:module:factory`` spec whose estimator replaces the logistic
+    regression (``C`` is then unused).
     """
 
     def __init__(self, pool: Pool, C: float = 1.0, held: np.ndarray | None = None, *,
-                 group_features: bool = True) -> None:
+                 group_features: bool = True, learner: str | None = None) -> None:
         if pool.labels is None:
             raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
         ref = pool.reference
@@ -41,6 +67,7 @@ class ProxyLearner:
         self.y, self.y_ref = codes[: len(pool)], codes[len(pool):]
         self.G, self.C = len(pool.group_names), C
         self.group_features = group_features
+        self.learner, self._factory = learner, load_learner(learner)
         self.X, self.groups = pool.embeddings, pool.groups
         self.X_ref, self.ref_groups = self._features(X_ref, ref_groups), ref_groups
         self.fits = 0
@@ -67,9 +94,13 @@ class ProxyLearner:
         elif len(np.unique(y)) == 1:  # one class: the model predicts it everywhere
             pred = np.full(len(self.y_ref), y[0])
         else:
-            model = LogisticRegression(C=self.C, max_iter=200, tol=1e-3).fit(
-                self._features(self.X[rows], self.groups[rows]), y)
-            pred = model.predict(self.X_ref)
+            model = (LogisticRegression(C=self.C, max_iter=200, tol=1e-3) if self._factory is None
+                     else self._factory())
+            if not (callable(getattr(model, "fit", None)) and callable(getattr(model, "predict", None))):
+                raise InvalidParameterError(f"select.learner={self.learner!r} returned {type(model).__name__}, "
+                                            "not an estimator with fit(X, y) and predict(X)")
+            model.fit(self._features(self.X[rows], self.groups[rows]), y)
+            pred = np.asarray(model.predict(self.X_ref))
             self.fits += 1
         wrong = (pred != self.y_ref).astype(float)
         out = np.full(self.G, np.nan)

@@ -40,7 +40,7 @@ from curation.equity import (
     proportional_allocation,
 )
 from curation.equity.oracle import oracle_curves
-from curation.equity.proxy import ProxyLearner
+from curation.equity.proxy import ProxyLearner, load_learner
 from curation.exceptions import DataError, InvalidParameterError
 from curation.report_schema import PlotSpec, SummarySection, format_value
 from curation.select.base import Allocation, Selector
@@ -82,6 +82,9 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         oracle_rounds: re-measurements of the oracle's curves at its own allocation.
         group_features: the proxy sees each row's group (one intercept per group); False: the
             embeddings only.
+        learner: ``python:module:factory``: your model as the proxy (a callable returning an
+            unfitted estimator with ``fit`` and ``predict``, e.g. ``python:sklearn.svm:LinearSVC``;
+            it gets the same features); None: logistic regression with ``C``.
         flat_tol: MaxMin's flat-curve rule: a group whose fitted curve predicts that the rest of
             the budget would lower its error by less than this (error units) is not bought for
             while another group has room (0 turns the rule off).
@@ -106,6 +109,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         "oracle_rounds": Interval(1, None, integer=True),
         "flat_tol": Interval(0, None),
         "group_features": TypeOf(bool),
+        "learner": TypeOf(str, allow_none=True),
     }
     report_columns: ClassVar[dict[str, str]] = {
         "allocation_step": "the adaptive step that bought the row (1 = pilot; 0 = not bought)",
@@ -150,7 +154,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                  fractions: tuple[float, ...] = (0.5, 1.0),
                  explore_p: float = 0.0, secondary: str = "weighted_sum", C: float = 1.0,
                  validation: float = 0.2, oracle_rounds: int = 3, flat_tol: float = 0.005,
-                 group_features: bool = True) -> None:
+                 group_features: bool = True, learner: str | None = None) -> None:
         self.objective = objective
         self.allocation = allocation
         self.costs = costs
@@ -166,6 +170,11 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         self.oracle_rounds = oracle_rounds
         self.flat_tol = flat_tol
         self.group_features = group_features
+        self.learner = learner
+
+    def validate(self) -> None:
+        super().validate()
+        load_learner(self.learner)  # a hook that cannot be imported fails before any work
 
     def _costs(self, names: tuple[str, ...]) -> np.ndarray:
         costs = dict(self.costs or {})
@@ -200,7 +209,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         if pool.labels is None:
             raise DataError("select.method='group-adaptive' needs labels: set sources[].label in the recipe")
         held = None if pool.reference is not None else holdout.validation_rows(pool, self.validation, rng)
-        learner = ProxyLearner(pool, self.C, held, group_features=self.group_features)
+        learner = ProxyLearner(pool, self.C, held, group_features=self.group_features, learner=self.learner)
         selectable = np.ones(len(pool), bool)
         if held is not None:
             selectable[held] = False

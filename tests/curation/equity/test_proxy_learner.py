@@ -36,3 +36,29 @@ def test_a_group_aware_proxy_learns_a_group_whose_boundary_is_shifted_and_a_shar
     few = np.random.default_rng(1).choice(rows, 100, replace=False)
     assert abs(ProxyLearner(pool, group_features=False).errors(few).max() - shared.max()) < 0.06
     assert ProxyLearner(pool).errors(few).max() - aware.max() > 0.03
+
+
+def test_your_own_model_is_the_proxy_through_a_python_hook():
+    """``learner: python:sklearn.dummy:DummyClassifier`` (predicts the training majority): each
+    group's error is the share of its validation rows outside that class, whatever the features."""
+    pool = shifted_pool()
+    rows = np.arange(300)
+    majority = np.bincount(pool.labels[rows]).argmax()
+    expected = [float((pool.reference.labels[pool.reference.groups == g] != majority).mean()) for g in (0, 1)]
+    got = ProxyLearner(pool, learner="python:sklearn.dummy:DummyClassifier").errors(rows)
+    np.testing.assert_allclose(got, expected)
+    assert not np.allclose(ProxyLearner(pool).errors(rows), expected)  # the default proxy does learn
+
+
+def test_a_learner_hook_that_is_not_a_model_fails_in_one_line_before_any_work():
+    import pytest
+
+    from curation.exceptions import InvalidParameterError
+    from curation.select import build_selector
+
+    with pytest.raises(InvalidParameterError, match=r"select\.learner='python:nope_module:f' cannot be loaded"):
+        build_selector("group-adaptive", learner="python:nope_module:f")
+    with pytest.raises(InvalidParameterError, match=r"select\.learner='python:math:pi' names float"):
+        build_selector("group-adaptive", learner="python:math:pi")
+    with pytest.raises(InvalidParameterError, match=r"returned list, not an estimator with fit"):
+        ProxyLearner(shifted_pool(), learner="python:builtins:list").errors(np.arange(50))
