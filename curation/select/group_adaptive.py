@@ -125,7 +125,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         if not eq:
             return []
         lines = [f"group errors ({eq['objective']}, {eq['allocation']} allocation; measured on held-out rows by "
-                 f"the proxy trained on the selection): worst {format_value(eq.get('worst_group_error'))} "
+                 f"the proxy, {eq.get('learner') or 'logistic regression'}, trained on the selection): worst {format_value(eq.get('worst_group_error'))} "
                  f"({eq.get('worst_group')}), average {format_value(eq.get('average_error'))}, "
                  f"gap {format_value(eq.get('gap'))}"]
         if eq.get("short_groups"):
@@ -290,6 +290,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         finite = measured[np.isfinite(measured)]
         return {
             "objective": self.objective, "allocation": self.allocation, "groups": groups,
+            "learner": self.learner or f"logistic regression (C={self.C:g})", "group_features": self.group_features,
             "curves": {names[g]: {k: float(c[k]) for k in ("a", "b", "c")} for g, c in enumerate(curves) if c},
             "worst_group_error": round(float(finite.max()), 4) if len(finite) else None,
             "average_error": round(float(np.average(finite)), 4) if len(finite) else None,

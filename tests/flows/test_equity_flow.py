@@ -13,7 +13,7 @@ from flows.cli import main
 
 
 @pytest.mark.slow
-def test_group_adaptive_maxmin_on_adult(tmp_path, monkeypatch, adult_sample, ray_session, prefect_api, capsys):
+def test_group_adaptive_maxmin_on_adult_with_your_own_model_as_the_proxy(tmp_path, monkeypatch, adult_sample, ray_session, prefect_api, capsys):
     monkeypatch.chdir(tmp_path)
     Path("equity.yaml").write_text(yaml.safe_dump({
         "name": "adult-equity", "seed": 3,
@@ -24,7 +24,7 @@ def test_group_adaptive_maxmin_on_adult(tmp_path, monkeypatch, adult_sample, ray
         "cluster": {"k": 4},
         "reference": {"fraction": 0.25},
         "select": {"method": "group-adaptive", "budget": 1200, "objective": "maxmin", "n0": 20, "step_frac": 0.2,
-                   "repeats": 1},
+                   "repeats": 1, "learner": "python:sklearn.naive_bayes:GaussianNB"},  # your model as the proxy
         "output": {"root": "out"},
     }))
     assert main(["build", "equity.yaml"]) == 0
@@ -32,6 +32,7 @@ def test_group_adaptive_maxmin_on_adult(tmp_path, monkeypatch, adult_sample, ray
     version = Path(out.strip().splitlines()[-1])
     manifest = json.loads((version / "manifest.json").read_text())
     eq = manifest["selection"]["equity"]
+    assert eq["learner"] == "python:sklearn.naive_bayes:GaussianNB"
     groups = {g["group"]: g for g in eq["groups"]}
     assert len(groups) == 10 and all("|" in name for name in groups)  # race × sex intersections
     assert sum(g["n"] for g in groups.values()) <= 1200
