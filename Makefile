@@ -70,8 +70,9 @@ $(WORDNET): | $(VENV)/.installed
 bench-quad: setup $(WORDNET)
 	HF_HUB_OFFLINE=1 $(VPY) bench/quad.py
 
-bench-equity: setup data
+bench-equity: setup data $(WORDNET)
 	$(VPY) bench/equity.py
+	HF_HUB_OFFLINE=1 $(VPY) bench/equity.py --datasets wordnet --group-features 0 --out bench/results/equity_text.md
 
 # Embedding-cache lookup against cache size, indexed vs the old read-every-part (bench/results/cache.md)
 bench-cache: setup data

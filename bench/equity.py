@@ -1,9 +1,17 @@
 """Equity benchmark: does adaptive MaxMin allocation across groups lower the worst group's error?
 
     .venv/bin/python bench/equity.py [--seeds 5] [--datasets adult,compas] [--quick]
+    .venv/bin/python bench/equity.py --datasets wordnet --group-features 0 --out bench/results/equity_text.md
 
 Real tabular data with intersectional groups (race × sex): Adult census income and COMPAS
-two-year recidivism (`.venv/bin/python infra/data/fetch_fairness.py` writes both). Per seed the
+two-year recidivism (`.venv/bin/python infra/data/fetch_fairness.py` writes both); and real text:
+the WordNet 3.0 glosses (`infra/data/fetch_wordnet.py`), label = the lexicographer category (45
+classes), groups = the part of speech (noun, verb, adjective, adverb: 70% / 12% / 15% / 3% of the
+glosses), features = the packaged MiniLM's embedding of the gloss (through the embedding cache,
+so a rerun embeds nothing). The text set runs with the shared proxy (``--group-features 0``):
+the downstream classifier does not see the part of speech, and the proxy has to be the model
+whose errors the allocation plans against (docs/methods/group-adaptive.md#the-proxy-learner).
+Per seed the
 rows are split into a **pool** (what selection draws from), a **validation** set (the selector's
 ``reference``: labelled rows with group codes, stratified by group × label, used only by the
 selector's proxy learner to measure per-group errors) and a **test** set used only for the final
@@ -70,7 +78,16 @@ class Spec:
     budgets: list[int]
     n0: int
     note: str
+    text: str | None = None  # a text column: the features are its MiniLM embedding
     frame: pl.DataFrame = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def features_note(self) -> str:
+        if self.text is not None:
+            return (f"the packaged all-MiniLM-L6-v2 embedding of `{self.text}` (384 dimensions, max 128 tokens, "
+                    "normalised); the part of speech is **not** a feature (it defines the groups), though a "
+                    "gloss's wording often shows it")
+        return (f"({len(self.features)}): {', '.join(self.features)}; race and sex are **not** features "
+                "(they define the groups only)")
 
 
 SPECS = {
@@ -91,6 +108,11 @@ SPECS = {
         "two_year_recid; groups race × sex with Asian (32 rows) and Native American (18 rows) folded into Other "
         "(8 groups; unfolded, Asian|Female has 2 rows); per seed a stratified (group × label) 25% test, 20% "
         "validation and 55% pool; budgets 1k/2k/3k because the pool has only ~4k rows"),
+    "wordnet": Spec(
+        "wordnet", "wordnet_glosses.parquet", "lexname", [], [], [1000, 2000, 4000], 50,
+        "WordNet 3.0 glosses (117,033), label = lexicographer category (45 classes: 26 noun, 15 verb, 3 "
+        "adjective, 1 adverb category), groups = part of speech (4); per seed a stratified (group × label) 25% "
+        "test, 20% validation and 55% pool", text="text"),
 }
 
 
@@ -98,8 +120,11 @@ def load(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...
     """Encoded features, labels (str), group codes, group names, and the fixed test mask (Adult)."""
     path = ROOT / "data" / spec.path
     if not path.exists():
-        sys.exit(f"{path} is missing: run `.venv/bin/python infra/data/fetch_fairness.py` first")
+        fetch = "fetch_wordnet.py --install" if spec.text else "fetch_fairness.py"
+        sys.exit(f"{path} is missing: run `.venv/bin/python infra/data/{fetch}` first")
     df = pl.read_parquet(path)
+    if spec.text is not None:
+        return load_text(spec, df)
     df = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in spec.numeric])
     if spec.name == "compas":
         race = pl.when(pl.col("race").is_in(["Asian", "Native American"])).then(pl.lit("Other")).otherwise(pl.col("race"))
@@ -111,6 +136,29 @@ def load(spec: Spec) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...
     names, codes = np.unique(df["race_sex"].to_numpy().astype(str), return_inverse=True)
     test = (df["split"] == "test").to_numpy() if "split" in df.columns else None
     return X, y, codes.astype(np.int64), tuple(str(n) for n in names), test
+
+
+def load_text(spec: Spec, df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...], None]:
+    """:func:`load` for a text set: MiniLM embeddings (cached), labels, part-of-speech groups."""
+    from curation.embed import EmbeddingCache, SentenceTransformerEmbedder
+    from curation.pipeline import embed_texts, serial_map
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    spec.frame = df
+    import torch
+
+    emb = SentenceTransformerEmbedder("all-MiniLM-L6-v2", max_seq_length=128)
+    t0 = time.perf_counter()
+    torch.set_num_threads(os.cpu_count() or 1)  # embedding is one big job: every core (then back to 1)
+    try:
+        X, counts = embed_texts(df[spec.text].to_list(), emb, map_chunks=serial_map(emb),
+                                cache=EmbeddingCache(ROOT / "out" / ".cache" / "embeddings", emb.id))
+    finally:
+        torch.set_num_threads(1)
+    print(f"[{spec.name}] embeddings: {counts} in {time.perf_counter() - t0:.1f}s", flush=True)
+    y = df[spec.label].to_numpy().astype(str)
+    names, codes = np.unique(np.char.partition(y, ".")[:, 0], return_inverse=True)  # noun.animal -> noun
+    return X, y, codes.astype(np.int64), tuple(str(n) for n in names), None
 
 
 def split(y: np.ndarray, groups: np.ndarray, fixed_test: np.ndarray | None, seed: int,
@@ -225,8 +273,7 @@ def report(res: dict) -> tuple[list[str], list[str]]:
     spec, names, recs, budgets = res["spec"], res["names"], res["records"], res["budgets"]
     sizes = res["sizes"]  # (seeds, 3, G)
     out = [f"## {spec.name}", "", f"- data: {spec.note}",
-           f"- features ({len(spec.features)}): {', '.join(spec.features)}; race and sex are **not** features "
-           f"(they define the groups only); selector n0 = {spec.n0}", ""]
+           f"- features {spec.features_note()}; selector n0 = {spec.n0}", ""]
     out += ["Rows per group (mean over seeds; test rows are what the per-group test errors rest on):", "",
             "| group | pool | validation | test | test ≥ 100 |", "|---|---:|---:|---:|:---:|"]
     m = sizes.mean(axis=0)
@@ -297,16 +344,18 @@ def report(res: dict) -> tuple[list[str], list[str]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--datasets", default="adult,compas")
+    ap.add_argument("--datasets", default="adult,compas", help="any of adult, compas, wordnet")
     ap.add_argument("--adult-budgets", default="2000,5000,10000")
     ap.add_argument("--compas-budgets", default="1000,2000,3000")
+    ap.add_argument("--wordnet-budgets", default="1000,2000,4000")
     ap.add_argument("--group-features", type=int, default=1, help="1: the group-aware proxy (default), 0: shared")
     ap.add_argument("--flat-tol", type=float, default=0.005, help="the MaxMin flat-curve rule (0: off)")
     ap.add_argument("--quick", action="store_true", help="1 seed, the smallest budget of each dataset (~2 min)")
     ap.add_argument("--out", default=None, help="default bench/results/equity.md (out/equity_quick.md with --quick)")
     args = ap.parse_args()
     budgets = {"adult": [int(b) for b in args.adult_budgets.split(",")],
-               "compas": [int(b) for b in args.compas_budgets.split(",")]}
+               "compas": [int(b) for b in args.compas_budgets.split(",")],
+               "wordnet": [int(b) for b in args.wordnet_budgets.split(",")]}
     seeds = args.seeds
     SELECTOR.update(group_features=bool(args.group_features), flat_tol=args.flat_tol)
     if args.quick:
@@ -339,13 +388,14 @@ def main() -> int:
         f"- selector: `group-adaptive`, objective maxmin, step_frac {SELECTOR['step_frac']}, repeats "
         f"{SELECTOR['repeats']}, proxy C {SELECTOR['C']}, oracle_rounds {SELECTOR['oracle_rounds']}, n0 per dataset "
         f"below, group_features {SELECTOR['group_features']}, flat_tol {SELECTOR['flat_tol']}; all fixed before "
-        "any run (library defaults; n0 = 50 for Adult, 30 for COMPAS so the pilot is at most ~25% of the smallest "
+        "any run (library defaults; n0 = 50 for Adult and WordNet, 30 for COMPAS so the pilot is at most ~25% of the smallest "
         "budget); proportional = pool shares; the selector measures group errors on the validation set only",
         f"- composed: `select: {{allocate: {{method: group-adaptive, allocation: adaptive, ...the same keys}}, "
         f"within: {{method: kmq}}}}` over k-means (k = {K}) clusters of the pool's encoded features: the "
         "adaptive counts, each group's quota filled by kMQ inside the group instead of a random draw",
         "- downstream: the same `LogisticRegression(max_iter=1000)` (C = 1) on the selected rows' encoded "
-        "features (TabularEncoder: standardised numerics + one-hot categoricals, fitted label-free on all rows)",
+        "features (tabular sets: TabularEncoder, standardised numerics + one-hot categoricals, fitted label-free on "
+        "all rows; WordNet: the MiniLM embeddings)",
         "- metrics on the test set: worst-group error = max over groups of the group's error rate; "
         f"\"worst (≥ {MIN_TEST} test rows)\" = the same over groups with at least {MIN_TEST} test rows only "
         "(small groups make the max noisy); overall test error = error over all test rows (row-weighted: "
