@@ -93,6 +93,7 @@ def main() -> int:
     ap.add_argument("--cache", default=str(ROOT / "out" / ".cache" / "embeddings"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "kmq.md"))
     args = ap.parse_args()
+    load_before = os.getloadavg()  # the machine may be shared: the report says how busy it was
 
     df, X = load(args.tasks, Path(args.cache))
     y = df["task"].to_numpy().astype(str)
@@ -147,7 +148,8 @@ def main() -> int:
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `.venv/bin/python bench/kmq.py --tasks {args.tasks} --fraction {args.fraction} --k {args.k} "
         f"--seeds {args.seeds}`",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+        f"{load_before[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end",
         f"- data: OpenAI evals prompts, label = task ({len(np.unique(y))} largest tasks, exact duplicate texts "
         f"dropped), {len(pool)} pool / {int(test.sum())} held out (stratified 20%)",
         f"- embeddings: packaged all-MiniLM-L6-v2, max_seq_length 128, normalised; k-means k={args.k} "

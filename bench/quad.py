@@ -128,6 +128,7 @@ def main() -> int:
     ap.add_argument("--cache", default=str(ROOT / "out" / ".cache" / "embeddings"))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "quad.md"))
     args = ap.parse_args()
+    load_before = os.getloadavg()  # the machine may be shared: the report says how busy it was
     alphas = [float(a) for a in args.alphas.split(",")]
 
     df, X = load(Path(args.cache))
@@ -213,7 +214,8 @@ def main() -> int:
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `.venv/bin/python bench/quad.py --k {args.k} --fraction {args.fraction} --seeds {args.seeds} "
         f"--alphas {args.alphas} --probe {args.probe} --chunk {args.chunk}`",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
+        f"{load_before[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at the end",
         f"- data: WordNet 3.0 glosses, label = lexicographer category ({len(classes)} classes); pool "
         f"{len(pool_idx)}, reference {len(ref)} (2%, clean), test {len(test)} (10%, clean)",
         "- groups: part of speech; pool rows per group: " + ", ".join(
