@@ -34,10 +34,9 @@ at groups; the composed rows show what an allocation across groups adds to them.
 
 Reported per method (mean ± std over seeds): held-out accuracy of a ridge classifier trained
 on the selection, its worst part-of-speech accuracy (the minimum over the four groups of the
-accuracy on that group's test rows), scorer calls (summed over groups for the chain), clusters covered, classes present in the selection, Vendi
-score (q = 1, cosine), share of relabelled items selected, wall time (including the scorer's
-proxy fit). Results:
-bench/results/quad.md.
+accuracy on that group's test rows), scorer calls (summed over groups for the chain), clusters
+covered, classes present in the selection, Vendi score (q = 1, cosine), share of relabelled
+items selected, wall time (including the scorer's proxy fit). Results: bench/results/quad.md.
 """
 
 from __future__ import annotations
