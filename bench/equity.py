@@ -235,7 +235,8 @@ def run_dataset(spec: Spec, seeds: int, budgets: list[int], t_start: float) -> d
                        "worst_name": names[int(np.nanargmax(errs))], "overall": overall,
                        "group_mean": float(np.nanmean(errs)), "gap": float(np.nanmax(errs) - np.nanmin(errs)),
                        "n": len(idx), "secs": secs, "val_worst": info["equity"]["worst_group_error"],
-                       "steps": info.get("steps"), "short": info["equity"]["short_groups"]}
+                       "steps": info.get("steps"), "short": info["equity"]["short_groups"],
+                       "kept": (info["equity"].get("check") or {}).get("kept")}
                 records.append(rec)
                 worst[alloc] = rec["worst"]
                 print(f"[{spec.name} seed {seed} B={budget}] {alloc:12s} worst {rec['worst']:.4f} "
@@ -338,6 +339,14 @@ def report(res: dict) -> tuple[list[str], list[str]]:
             f"chosen allocation, budget {b}: " + ", ".join(
                 f"{a} {np.mean([r['val_worst'] for r in pick(recs, budget=b, alloc=a)]):.4f}" for a in ALLOCATIONS)
             + ".", ""]
+    if SELECTOR.get("check"):
+        out += ["What the check against the baselines kept (seeds; the plan, or the baseline the proxy measured "
+                "better on the validation rows):", "", "| budget | adaptive | oracle | composed |", "|---:|---|---|---|"]
+        for b in budgets:
+            out.append(f"| {b} | " + " | ".join(
+                ", ".join(f"{k} {v}" for k, v in Counter(r["kept"] for r in pick(recs, budget=b, alloc=a)).most_common())
+                for a in ("adaptive", "oracle", "composed")) + " |")
+        out.append("")
     return out, verdicts
 
 
@@ -350,6 +359,8 @@ def main() -> int:
     ap.add_argument("--wordnet-budgets", default="1000,2000,4000")
     ap.add_argument("--group-features", type=int, default=1, help="1: the group-aware proxy (default), 0: shared")
     ap.add_argument("--flat-tol", type=float, default=0.005, help="the MaxMin flat-curve rule (0: off)")
+    ap.add_argument("--check", type=int, default=1,
+                    help="1: the plan is checked against the baselines on the proxy (default), 0: the plan as is")
     ap.add_argument("--quick", action="store_true", help="1 seed, the smallest budget of each dataset (~2 min)")
     ap.add_argument("--out", default=None, help="default bench/results/equity.md (out/equity_quick.md with --quick)")
     args = ap.parse_args()
@@ -357,7 +368,7 @@ def main() -> int:
                "compas": [int(b) for b in args.compas_budgets.split(",")],
                "wordnet": [int(b) for b in args.wordnet_budgets.split(",")]}
     seeds = args.seeds
-    SELECTOR.update(group_features=bool(args.group_features), flat_tol=args.flat_tol)
+    SELECTOR.update(group_features=bool(args.group_features), flat_tol=args.flat_tol, check=bool(args.check))
     if args.quick:
         seeds = 1
         budgets = {k: v[:1] for k, v in budgets.items()}
@@ -387,7 +398,8 @@ def main() -> int:
         "allocation of a seed sees the same split and rng)",
         f"- selector: `group-adaptive`, objective maxmin, step_frac {SELECTOR['step_frac']}, repeats "
         f"{SELECTOR['repeats']}, proxy C {SELECTOR['C']}, oracle_rounds {SELECTOR['oracle_rounds']}, n0 per dataset "
-        f"below, group_features {SELECTOR['group_features']}, flat_tol {SELECTOR['flat_tol']}; all fixed before "
+        f"below, group_features {SELECTOR['group_features']}, flat_tol {SELECTOR['flat_tol']}, check "
+        f"{SELECTOR['check']}; all fixed before "
         "any run (library defaults; n0 = 50 for Adult and WordNet, 30 for COMPAS so the pilot is at most ~25% of the smallest "
         "budget); proportional = pool shares; the selector measures group errors on the validation set only",
         f"- composed: `select: {{allocate: {{method: group-adaptive, allocation: adaptive, ...the same keys}}, "

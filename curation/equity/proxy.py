@@ -70,6 +70,8 @@ class ProxyLearner:
         self.learner, self._factory = learner, load_learner(learner)
         self.X, self.groups = pool.embeddings, pool.groups
         self.X_ref, self.ref_groups = self._features(X_ref, ref_groups), ref_groups
+        known = (ref_groups >= 0) & (ref_groups < self.G)
+        self.ref_counts = np.bincount(ref_groups[known], minlength=self.G)  # held-out rows per group
         self.fits = 0
 
     def _features(self, X: np.ndarray, groups: np.ndarray) -> np.ndarray:

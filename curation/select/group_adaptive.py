@@ -61,6 +61,7 @@ class _Plan:
     history: list[dict[str, Any]]
     info: dict[str, Any]
     finish: Callable[[np.ndarray], dict[str, Any]]
+    label: str  # how the counts were chosen, for the rows' reasons
 
 
 class GroupAdaptiveSelector(Selector, name="group-adaptive"):
@@ -90,6 +91,10 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             while another group has room (0 turns the rule off).
         validation: without a recipe ``reference``, the share of each (group, label) stratum
             of the pool held out to measure errors (never selected).
+        check: after an ``adaptive`` or ``oracle`` plan, measure it and the ``equal`` and
+            ``proportional`` allocations with the proxy on the held-out rows (each trained on
+            the rows it would select) and keep the one that scores best on the objective
+            (docs/methods/group-adaptive.md#the-check-against-the-baselines); False: keep the plan.
     """
 
     exact_budget: ClassVar[bool] = False  # a cost budget; and groups may run out of items
@@ -110,6 +115,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         "flat_tol": Interval(0, None),
         "group_features": TypeOf(bool),
         "learner": TypeOf(str, allow_none=True),
+        "check": TypeOf(bool),
     }
     report_columns: ClassVar[dict[str, str]] = {
         "allocation_step": "the adaptive step that bought the row (1 = pilot; 0 = not bought)",
@@ -128,6 +134,11 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                  f"the proxy, {eq.get('learner') or 'logistic regression'}, trained on the selection): worst {format_value(eq.get('worst_group_error'))} "
                  f"({eq.get('worst_group')}), average {format_value(eq.get('average_error'))}, "
                  f"gap {format_value(eq.get('gap'))}"]
+        if eq.get("check"):
+            what = "worst-group error" if eq["objective"] == "maxmin" else "weighted error"
+            lines.append(f"checked against the baselines ({what} on held-out rows: " + ", ".join(
+                f"{k} {format_value(c['objective'])}" for k, c in eq["check"]["candidates"].items())
+                + f"): kept {eq['check']['kept']}")
         if eq.get("short_groups"):
             lines.append("groups that gave all they had: " + ", ".join(eq["short_groups"]))
         cols = ("group", "n", "available", "cost", "a", "b", "c", "predicted_error", "measured_error")
@@ -154,7 +165,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                  fractions: tuple[float, ...] = (0.5, 1.0),
                  explore_p: float = 0.0, secondary: str = "weighted_sum", C: float = 1.0,
                  validation: float = 0.2, oracle_rounds: int = 3, flat_tol: float = 0.005,
-                 group_features: bool = True, learner: str | None = None) -> None:
+                 group_features: bool = True, learner: str | None = None, check: bool = True) -> None:
         self.objective = objective
         self.allocation = allocation
         self.costs = costs
@@ -171,6 +182,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         self.flat_tol = flat_tol
         self.group_features = group_features
         self.learner = learner
+        self.check = check
 
     def validate(self) -> None:
         super().validate()
@@ -191,7 +203,8 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         plan = self._plan(pool, budget, rng)
         idx = np.concatenate([plan.order[g][: plan.counts[g]] for g in range(len(plan.order))]).astype(np.int64)
         info = plan.finish(idx)
-        return self._selection(pool, idx, plan.counts, plan.cap, plan.history, plan.order, info, plan.held)
+        return self._selection(pool, idx, plan.counts, plan.cap, plan.history, plan.order, info, plan.held,
+                               plan.label)
 
     def allocate(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Allocation:
         """The planned counts as a ``select.allocate`` step. ``finish`` measures the groups'
@@ -199,7 +212,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         the errors of what was published, not of the random draw the curves were fitted on."""
         plan = self._plan(pool, budget, rng)
         return Allocation(counts=plan.counts, held=plan.held, info=plan.info, finish=plan.finish,
-                          reason=lambda name, q, size: f"group-adaptive ({self.allocation}): group {name} gets "
+                          reason=lambda name, q, size: f"group-adaptive ({plan.label}): group {name} gets "
                                                        f"{q} of {size} items")
 
     def _plan(self, pool: Pool, budget: int, rng: np.random.Generator) -> _Plan:
@@ -266,13 +279,53 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
                                   for c, n in zip(curves, counts)])
         info["validation_rows"] = len(learner.y_ref) if held is None else len(held)
+        label, check, loop_history = self.allocation, None, history
+        if self.check and self.allocation in ("adaptive", "oracle"):
+            counts, check = self._check(counts, cap, costs, shares, budget, order, learner)
+            if check["kept"] != self.allocation:
+                label = f"{self.allocation}; the {check['kept']} counts measured better"
+                predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
+                                      for c, n in zip(curves, counts)])
+                history = []  # the loop's steps no longer say which step bought a row (equity.history keeps them)
 
         def finish(idx: np.ndarray) -> dict[str, Any]:
             measured = learner.errors(idx)
-            return {**info, "equity": self._equity(pool.group_names, counts, cap, costs, curves, predicted,
-                                                   measured, history)}
+            equity = self._equity(pool.group_names, counts, cap, costs, curves, predicted, measured, loop_history)
+            return {**info, "equity": equity if check is None else {**equity, "check": check}}
 
-        return _Plan(counts=counts, cap=cap, held=held, order=order, history=history, info=info, finish=finish)
+        return _Plan(counts=counts, cap=cap, held=held, order=order, history=history, info=info, finish=finish,
+                     label=label)
+
+    def _check(self, counts: np.ndarray, cap: np.ndarray, costs: np.ndarray, shares: np.ndarray, budget: int,
+               order: list[np.ndarray], learner: ProxyLearner) -> tuple[np.ndarray, dict[str, Any]]:
+        """The plan's counts, or the ``proportional`` or ``equal`` counts when the proxy measures
+        one of them better on the held-out rows; and what was measured.
+
+        Each candidate is scored by training the proxy on exactly the rows it would select (the
+        first ``n_g`` of each group's order). The score is the objective on the held-out rows
+        (``maxmin``: the worst group's error; ``weighted``: the share-weighted mean error), then
+        the error over all held-out rows; ties keep the plan, then proportional. A plan built
+        from fitted curves can lose to a baseline on its own proxy (a curve fitted to a few noisy
+        points, a group whose error does not follow a power law); the check makes sure the
+        selector never ships a plan its own measurement says is worse than the baselines."""
+        candidates = {self.allocation: counts,
+                      "proportional": proportional_allocation(shares, costs, float(budget), capacity=cap),
+                      "equal": equal_allocation(costs, float(budget), capacity=cap)}
+        scored: dict[str, dict[str, Any]] = {}
+        for name, c in candidates.items():
+            c = np.asarray(c, dtype=np.int64)
+            err = learner.errors(np.concatenate([order[g][: c[g]] for g in range(len(order))]).astype(np.int64))
+            ok = np.isfinite(err)
+            if not ok.any():  # nothing measured: no reason to leave the plan
+                objective = overall = float("inf")
+            else:
+                objective = (float(err[ok].max()) if self.objective == "maxmin"
+                             else float(np.average(err[ok], weights=shares[ok])))
+                overall = float(np.average(err[ok], weights=np.maximum(learner.ref_counts[ok], 1)))
+            scored[name] = {"objective": round(objective, 6), "overall_error": round(overall, 6),
+                            "counts": c.tolist()}
+        kept = min(scored, key=lambda k: (scored[k]["objective"], scored[k]["overall_error"]))  # first of ties
+        return np.asarray(candidates[kept], dtype=np.int64), {"kept": kept, "candidates": scored}
 
     def _equity(self, names: tuple[str, ...], counts: np.ndarray, cap: np.ndarray, costs: np.ndarray, curves: list,
                 predicted: np.ndarray, measured: np.ndarray, history: list) -> dict[str, Any]:
@@ -301,7 +354,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         }
 
     def _selection(self, pool: Pool, idx: np.ndarray, counts: np.ndarray, cap: np.ndarray, history: list,
-                   order: list, info: dict[str, Any], held: np.ndarray | None) -> Selection:
+                   order: list, info: dict[str, Any], held: np.ndarray | None, label: str) -> Selection:
         names = pool.group_names
         # the adaptive step that bought each item: the first step whose counts cover its position
         step = np.zeros(len(pool), np.int64)
@@ -313,7 +366,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
         chosen = np.zeros(len(pool), bool)
         chosen[idx] = True
         reasons = np.array([
-            f"group-adaptive ({self.allocation}): group {names[gc]} gets {counts[gc]} of {int(cap[gc])} items"
+            f"group-adaptive ({label}): group {names[gc]} gets {counts[gc]} of {int(cap[gc])} items"
             + ("" if sel else ", this one is beyond its allocation")
             for gc, sel in zip(pool.groups, chosen)], dtype=object)
         codes = np.where(chosen, "selected", "not_selected").astype(object)

@@ -45,5 +45,11 @@ def test_group_adaptive_maxmin_on_adult_with_your_own_model_as_the_proxy(tmp_pat
     assert counts == {k: g["n"] for k, g in groups.items() if g["n"]}
     assert picked["allocation_step"].min() == 1
     assert "group errors (maxmin, adaptive allocation" in out and "predicted_error" in out
+    # the plan was measured against the baselines with the same proxy, and measured best
+    check = eq["check"]
+    scores = {k: c["objective"] for k, c in check["candidates"].items()}
+    assert set(scores) == {"adaptive", "proportional", "equal"} and check["kept"] == "adaptive"
+    assert scores["adaptive"] == min(scores.values())
+    assert "checked against the baselines (worst-group error on held-out rows" in out and "kept adaptive" in out
     held = report.filter(pl.col("status") == "reference")
     assert held.height == manifest["counts"]["reference"] > 0 and held["group"].n_unique() >= 8

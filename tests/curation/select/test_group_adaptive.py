@@ -102,3 +102,49 @@ def test_oracle_on_non_interacting_groups_matches_adaptive_direction():
     oracle = select(pool, allocation="oracle").info["equity"]
     prop = select(pool, allocation="proportional").info["equity"]
     assert oracle["groups"][1]["n"] > prop["groups"][1]["n"] and set(oracle["curves"]) == {"a", "b"}
+
+
+def test_the_check_keeps_a_baseline_the_proxy_measures_better_than_a_bad_plan(monkeypatch):
+    """A plan that spends everything past the pilot on the easy group loses to both baselines on
+    the held-out rows: the selector ships the better baseline, says so, and its measured errors
+    are those of the kept counts."""
+    import curation.select.group_adaptive as ga
+
+    real = ga.adaptive_allocate
+
+    def lopsided(cap, costs, budget, **kw):
+        res = real(cap, costs, budget, **kw)
+        counts = np.array([budget - 30, 30], dtype=np.int64)  # group b stays at its pilot
+        return replace(res, counts=counts)
+
+    monkeypatch.setattr(ga, "adaptive_allocate", lopsided)
+    pool = two_groups()
+    sel = select(pool, allocation="adaptive")
+    eq = sel.info["equity"]
+    check = eq["check"]
+    scores = {k: c["objective"] for k, c in check["candidates"].items()}
+    assert set(scores) == {"adaptive", "proportional", "equal"}
+    assert check["kept"] != "adaptive" and scores[check["kept"]] == min(scores.values()) < scores["adaptive"]
+    kept = check["candidates"][check["kept"]]["counts"]
+    assert np.bincount(pool.groups[sel.indices], minlength=2).tolist() == kept
+    assert [g["n"] for g in eq["groups"]] == kept
+    assert check["candidates"]["adaptive"]["counts"] == [570, 30]
+    # the shipped rows are the rows the check measured: the same proxy error
+    assert eq["worst_group_error"] == pytest.approx(scores[check["kept"]], abs=1e-4)
+    assert all(f"the {check['kept']} counts measured better" in sel.reasons[i] for i in sel.indices)
+    assert "allocation_step" not in sel.columns  # the loop's steps did not buy these rows
+
+
+def test_the_check_keeps_a_plan_that_measures_best_and_can_be_turned_off():
+    """On two non-interacting groups the plan (more of the harder minority) measures better than
+    both baselines, so the check ships the plan's rows, exactly those of the unchecked selector."""
+    pool = two_groups()
+    sel = select(pool, allocation="adaptive")
+    check = sel.info["equity"]["check"]
+    scores = {k: c["objective"] for k, c in check["candidates"].items()}
+    assert check["kept"] == "adaptive" and scores["adaptive"] < min(scores["equal"], scores["proportional"])
+    plain = select(pool, allocation="adaptive", check=False)
+    assert "check" not in plain.info["equity"]
+    assert check["candidates"]["adaptive"]["counts"] == [g["n"] for g in plain.info["equity"]["groups"]]
+    assert sorted(sel.indices.tolist()) == sorted(plain.indices.tolist())
+    assert (sel.columns["allocation_step"] == plain.columns["allocation_step"]).all()
