@@ -96,12 +96,13 @@ BENCH_VPY := .venv-bench/bin/python
 	$(UV) pip install --quiet --python $(BENCH_VPY) --no-deps -e .
 	@touch $@
 
-# TMC-Shapley and Data Banzhaf at n = 500 until their standard-error rule stops them
-# (bench/results/tmc_convergence.md, bench/results/banzhaf_convergence.md)
+# TMC-Shapley, Data Banzhaf and Beta(16,1)-Shapley at n = 500 until their standard-error rule stops them
+# (bench/results/tmc_convergence.md, bench/results/banzhaf_convergence.md, bench/results/beta_convergence.md)
 bench-tmc: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py
 	$(BENCH_VPY) bench/tmc_convergence.py
 	$(BENCH_VPY) bench/tmc_convergence.py --methods banzhaf
+	$(BENCH_VPY) bench/tmc_convergence.py --methods beta --stderr-tol 0.01 0.005
 
 bench-valuation: .venv-bench/.installed
 	$(BENCH_VPY) infra/data/fetch_valuation.py

@@ -487,6 +487,38 @@ def pydvl_msr_banzhaf(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np
                       Xtr, ytr, Xva, yva)
 
 
+def pydvl_beta_shapley(Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray, stopping: Any,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pyDVL's Beta(16, 1)-Shapley (``BetaShapleyValuation``, seed 2) on the set function of
+    :func:`pydvl_tmc`, stopped by ``stopping``, drawing what curation's ``beta_shapley`` draws:
+    one update is one point's marginal U(S ∪ i) − U(S), |S| ~ BetaBinomial(n−1; a=1, b=16) and S
+    uniform given its size, the points in turn (``StratifiedSampler`` with those size
+    probabilities, ``RandomSizeIteration``, ``SequentialIndexIteration``), one sweep over all n
+    points per joblib task.
+
+    Returns (values, stderr, counts), in training-row order; counts = samples per point."""
+    from pydvl.valuation import BetaShapleyValuation, StratifiedSampler
+    from pydvl.valuation.samplers import RandomSizeIteration, SampleSizeStrategy, SequentialIndexIteration
+    from scipy.stats import betabinom
+
+    alpha, beta = 16.0, 1.0
+
+    class BetaBinomialSize(SampleSizeStrategy):
+        """P(|S| = k) = C(n−1, k)·w(k), Beta Shapley's own size distribution: sampling by it
+        makes pyDVL's importance weight w(k) / (P(|S| = k) / C(n−1, k)) exactly 1."""
+
+        def fun(self, n_indices: int, subset_len: int) -> float:
+            return float(betabinom.pmf(subset_len, n_indices, beta, alpha))
+
+    # batch_size = n: a task then holds one marginal per point (2n utility calls), as one
+    # curation sample does, and the stopping rule is checked once per sweep, when every point
+    # has the same count
+    sampler = StratifiedSampler(BetaBinomialSize(), RandomSizeIteration, batch_size=len(ytr),
+                                index_iteration=SequentialIndexIteration, seed=2)
+    return _pydvl_fit(lambda pu: BetaShapleyValuation(pu, sampler, stopping, alpha=alpha, beta=beta,
+                                                      show_warnings=False, progress=False), Xtr, ytr, Xva, yva)
+
+
 def _pydvl_fit(make_valuation: Any, Xtr: np.ndarray, ytr: np.ndarray, Xva: np.ndarray, yva: np.ndarray,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit ``make_valuation(pydvl_utility)`` on (Xtr, ytr), the utility being curation's set
