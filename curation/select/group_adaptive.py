@@ -64,6 +64,17 @@ class _Plan:
     label: str  # how the counts were chosen, for the rows' reasons
 
 
+def _prefix_rows(order: list[np.ndarray], counts: np.ndarray) -> np.ndarray:
+    """The rows an allocation selects: the first ``counts[g]`` of each group's seeded order."""
+    return np.concatenate([order[g][: counts[g]] for g in range(len(order))]).astype(np.int64)
+
+
+def _predicted(curves: list[dict[str, Any] | None], counts: np.ndarray) -> np.ndarray:
+    """Each group's fitted curve ``a·n^(−b) + c`` at its count (NaN without a curve)."""
+    return np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
+                     for c, n in zip(curves, counts)])
+
+
 class GroupAdaptiveSelector(Selector, name="group-adaptive"):
     """Allocate the budget across groups from their learning curves (see the module docstring).
 
@@ -201,7 +212,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
 
     def _select(self, pool: Pool, budget: int, *, rng: np.random.Generator) -> Selection:
         plan = self._plan(pool, budget, rng)
-        idx = np.concatenate([plan.order[g][: plan.counts[g]] for g in range(len(plan.order))]).astype(np.int64)
+        idx = _prefix_rows(plan.order, plan.counts)
         info = plan.finish(idx)
         return self._selection(pool, idx, plan.counts, plan.cap, plan.history, plan.order, info, plan.held,
                                plan.label)
@@ -276,20 +287,20 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                                            secondary=self.secondary, weights=shares, capacity=cap,
                                            minimum=np.minimum(self.n0, cap), flat_tol=self.flat_tol)
             counts = np.asarray(counts, dtype=np.int64)
-            predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
-                                  for c, n in zip(curves, counts)])
+            predicted = _predicted(curves, counts)
         info["validation_rows"] = len(learner.y_ref) if held is None else len(held)
-        label, check, loop_history = self.allocation, None, history
+        label, check, loop_history, checked = self.allocation, None, history, None
         if self.check and self.allocation in ("adaptive", "oracle"):
-            counts, check = self._check(counts, cap, costs, shares, budget, order, learner)
+            counts, check, checked = self._check(counts, cap, costs, shares, budget, order, learner)
             if check["kept"] != self.allocation:
                 label = f"{self.allocation}; the {check['kept']} counts measured better"
-                predicted = np.array([np.nan if c is None else c["a"] * max(n, 1) ** (-c["b"]) + c["c"]
-                                      for c, n in zip(curves, counts)])
+                predicted = _predicted(curves, counts)
                 history = []  # the loop's steps no longer say which step bought a row (equity.history keeps them)
 
         def finish(idx: np.ndarray) -> dict[str, Any]:
-            measured = learner.errors(idx)
+            # select() ships exactly the rows the check measured: no second fit of the same rows
+            same = checked is not None and np.array_equal(idx, _prefix_rows(order, counts))
+            measured = checked if same else learner.errors(idx)
             equity = self._equity(pool.group_names, counts, cap, costs, curves, predicted, measured, loop_history)
             return {**info, "equity": equity if check is None else {**equity, "check": check}}
 
@@ -297,9 +308,11 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                      label=label)
 
     def _check(self, counts: np.ndarray, cap: np.ndarray, costs: np.ndarray, shares: np.ndarray, budget: int,
-               order: list[np.ndarray], learner: ProxyLearner) -> tuple[np.ndarray, dict[str, Any]]:
+               order: list[np.ndarray], learner: ProxyLearner,
+               ) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
         """The plan's counts, or the ``proportional`` or ``equal`` counts when the proxy measures
-        one of them better on the held-out rows; and what was measured.
+        one of them better on the held-out rows; what was measured; and the kept counts' group
+        errors.
 
         Each candidate is scored by training the proxy on exactly the rows it would select (the
         first ``n_g`` of each group's order). The score is the objective on the held-out rows
@@ -312,9 +325,11 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
                       "proportional": proportional_allocation(shares, costs, float(budget), capacity=cap),
                       "equal": equal_allocation(costs, float(budget), capacity=cap)}
         scored: dict[str, dict[str, Any]] = {}
+        errors: dict[str, np.ndarray] = {}
         for name, c in candidates.items():
             c = np.asarray(c, dtype=np.int64)
-            err = learner.errors(np.concatenate([order[g][: c[g]] for g in range(len(order))]).astype(np.int64))
+            err = learner.errors(_prefix_rows(order, c))
+            errors[name] = err
             ok = np.isfinite(err)
             if not ok.any():  # nothing measured: no reason to leave the plan
                 objective = overall = float("inf")
@@ -325,7 +340,7 @@ class GroupAdaptiveSelector(Selector, name="group-adaptive"):
             scored[name] = {"objective": round(objective, 6), "overall_error": round(overall, 6),
                             "counts": c.tolist()}
         kept = min(scored, key=lambda k: (scored[k]["objective"], scored[k]["overall_error"]))  # first of ties
-        return np.asarray(candidates[kept], dtype=np.int64), {"kept": kept, "candidates": scored}
+        return np.asarray(candidates[kept], dtype=np.int64), {"kept": kept, "candidates": scored}, errors[kept]
 
     def _equity(self, names: tuple[str, ...], counts: np.ndarray, cap: np.ndarray, costs: np.ndarray, curves: list,
                 predicted: np.ndarray, measured: np.ndarray, history: list) -> dict[str, Any]:
