@@ -123,13 +123,48 @@ def _file_sha256(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def base_model_sha256(path: str) -> str:
-    """sha256 over every file of a model directory: sorted relative paths and their contents."""
-    h = hashlib.sha256()
+def base_model_sha256(path: str, memo_dir: str | None = None) -> str:
+    """sha256 over every file of a model directory: sorted relative paths and their contents.
+
+    With ``memo_dir``, a directory hashed before is not read again: the hash is remembered in
+    ``<memo_dir>/base-sha256.json`` under the files' relative paths, sizes and modification
+    times (the test git's index uses), which saves every build ~0.3 s of reading MiniLM's 90 MB.
+    A file rewritten in place with the same size and the same modification time is the one
+    change this misses. The memo is replaced whole (written aside, renamed), so concurrent builds
+    at worst each write their own correct entry.
+    """
     root = Path(path)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    stamp = None
+    if memo_dir is not None:
+        stats = [(f.relative_to(root).as_posix(), f.stat()) for f in files]
+        stamp = hashlib.sha256(json.dumps([str(root.resolve())] + [[n, s.st_size, s.st_mtime_ns] for n, s in stats])
+                               .encode()).hexdigest()
+        memo = _read_memo(Path(memo_dir) / "base-sha256.json")
+        if stamp in memo:
+            return memo[stamp]
+    h = hashlib.sha256()
+    for f in files:
         h.update(f"{f.relative_to(root).as_posix()}\0{_file_sha256(f)}\n".encode())
-    return h.hexdigest()
+    sha = h.hexdigest()
+    if memo_dir is not None:
+        memo_path = Path(memo_dir) / "base-sha256.json"
+        tmp = memo_path.with_name(f".{memo_path.name}.{uuid.uuid4().hex}")
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({**_read_memo(memo_path), stamp: sha}))
+            os.replace(tmp, memo_path)
+        except OSError:  # a read-only cache only loses the shortcut
+            tmp.unlink(missing_ok=True)
+    return sha
+
+
+def _read_memo(path: Path) -> dict[str, str]:
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or cut short by a crash: start afresh
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def distill_key(base_sha: str, settings: DistillSettings) -> str:
@@ -287,7 +322,7 @@ def _lock(path: Path) -> Iterator[None]:
 def ensure_distilled(settings: DistillSettings, cache_dir: str | os.PathLike) -> Path:
     """The distilled model's directory for ``settings``, building it first if the cache lacks it."""
     base_path = resolve_model_path(settings.base)
-    base_sha = base_model_sha256(base_path)
+    base_sha = base_model_sha256(base_path, str(cache_dir))
     key = distill_key(base_sha, settings)
     root = Path(cache_dir)
     final = root / key[:32]

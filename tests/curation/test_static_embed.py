@@ -9,6 +9,7 @@ passes on a quiet 2-core machine, minutes on a busy one.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -118,7 +119,8 @@ def test_a_build_that_dies_leaves_nothing(tmp_path, monkeypatch, fake_distill):
     monkeypatch.setattr(static_mod, "content_sha256", boom)
     with pytest.raises(KeyboardInterrupt):
         ensure_distilled(DistillSettings(pca_dims=8), tmp_path)
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    # the lock and the base model's hash memo stay; no part of a model does
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == ["base-sha256.json"]
 
 
 def test_pickles_small_and_loads_lazily(small_cache):
@@ -224,3 +226,25 @@ def test_full_model_nearest_neighbours_are_paraphrases(full_cache):
     assert S.argmax(axis=1).tolist() == [1, 0, 3, 2, 5, 4, 7, 6]  # each sentence's nearest is its paraphrase
     truncated = StaticEmbedder(cache_dir=full_cache, max_seq_length=2).embed(["the cat sat on the mat"])
     np.testing.assert_allclose(truncated, emb.embed(["the cat"]), atol=1e-6)
+
+
+def test_base_hash_is_remembered_by_file_stats_and_redone_when_a_file_changes(tmp_path, monkeypatch):
+    """The base model's hash is read from the memo while its files' sizes and times are unchanged,
+    and recomputed (the same bytes: the same hash; new bytes: a new one) when they change."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "a.bin").write_bytes(b"weights")
+    (base / "config.json").write_text("{}")
+    memo = tmp_path / "memo"
+    first = static_mod.base_model_sha256.__wrapped__(str(base), str(memo))
+    assert first == static_mod.base_model_sha256.__wrapped__(str(base))  # the memo changes nothing
+    assert (memo / "base-sha256.json").is_file() and not list(memo.glob(".*"))
+
+    reads = []
+    real = static_mod._file_sha256
+    monkeypatch.setattr(static_mod, "_file_sha256", lambda p: reads.append(p) or real(p))
+    assert static_mod.base_model_sha256.__wrapped__(str(base), str(memo)) == first and reads == []
+    os.utime(base / "a.bin", ns=(1, 1))  # touched: read again, the same bytes give the same hash
+    assert static_mod.base_model_sha256.__wrapped__(str(base), str(memo)) == first and len(reads) == 2
+    (base / "a.bin").write_bytes(b"other weights")
+    assert static_mod.base_model_sha256.__wrapped__(str(base), str(memo)) != first
