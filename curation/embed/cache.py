@@ -17,9 +17,9 @@ Layout of ``<root>/<sha256(embedder id)[:24]>/``:
 * ``embedder.txt``: the full embedder id.
 
 A lookup of n keys asks the index in batches (O(n log N) for a cache of N keys), then
-opens only the parts holding hits and reads just those rows, each straight into its place in the
-result matrix (checking each row's stored key), so its cost and memory follow the query, not the
-cache's size. Key hashes go to SQLite as one JSON array per statement (``json_each``), not one
+maps only the parts holding hits, one at a time, and copies just those rows into their places in
+the result matrix (checking each row's stored key), so its cost and memory follow the query, not
+the cache's size. Key hashes go to SQLite as one JSON array per statement (``json_each``), not one
 bound parameter per key.
 
 A writer writes its part first and then adds the part's keys to the index in one transaction;
@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import sqlite3
 import threading
@@ -163,7 +164,7 @@ class EmbeddingCache:
     # ------------------------------------------------------------------------------------ lookup
     def get(self, keys: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Look up ``keys`` (str, or an ``S`` array of their UTF-8 bytes); returns (found mask
-        (n,), vectors (n_found, d) in key order).
+        (n,), the found keys' vectors (n_found, d) in query order).
 
         Repeated keys are all found (the same text appearing twice in a pool). The vectors are
         the stored float32 values, bit for bit; ``None`` when nothing is found.
@@ -173,10 +174,13 @@ class EmbeddingCache:
         if not n or not self.index_path.exists():
             return found, None
         keys = as_key_bytes(keys)
-        uniq, inverse = np.unique(keys, return_inverse=True)
+        # distinct hashes, not distinct keys: the index holds one row per hash, int64 sorts ~10x
+        # faster than 64-byte strings, and a key that shares its hash with another fails the
+        # stored-key check below, as it would anyway
+        u_hash, inverse = np.unique(key_hashes(keys), return_inverse=True)
         inverse = inverse.reshape(-1)
         with self._connection() as con, self._read(con):  # one snapshot for the key and the part lookups
-            u_part, u_row = self._lookup(con, key_hashes(uniq))
+            u_part, u_row = self._lookup(con, u_hash)
             q_part = u_part[inverse]
             hit = np.flatnonzero(q_part >= 0)
             parts = self._parts(con, np.unique(q_part[hit])) if len(hit) else {}
@@ -232,30 +236,31 @@ class EmbeddingCache:
         """Read row ``row_of[j]`` of part ``part_of[j]`` into ``out[j]`` (vector) and ``stored[j]`` (key).
 
         Returns which rows were read; a part whose file is missing or has the wrong size yields
-        none. The index records each part's layout, so there is no header to parse: one
-        ``preadv`` per row, in (part, row) order, scatters the key and the vector into place.
+        none. The index records each part's layout, so there is no header to parse: each part
+        holding hits is mapped once, its rows gathered in row order (one vectorised copy, where a
+        ``preadv`` per row cost ~3.5 s per million rows in system calls and the Python loop) and
+        unmapped again, so at most one part's pages are mapped at a time.
         """
         read = np.zeros(len(out), dtype=bool)
-        vec_mv = memoryview(out.reshape(-1).view(np.uint8))
-        key_mv = memoryview(stored.reshape(-1).view(np.uint8))
-        vec_w, key_w = out.shape[1] * 4, stored.shape[1]
-        current, fd, part = None, -1, None
-        part_l, row_l = part_of.tolist(), row_of.tolist()
-        try:
-            for j in np.lexsort((row_of, part_of)).tolist():
-                pid = part_l[j]
-                if pid != current:
-                    if fd >= 0:
-                        os.close(fd)
-                    current, fd, part = pid, self._open_part(parts[pid]), parts[pid]
-                if fd < 0:
-                    continue
-                row_w = part.key_bytes + vec_w
-                iov = [key_mv[j * key_w : j * key_w + part.key_bytes], vec_mv[j * vec_w : (j + 1) * vec_w]]
-                read[j] = os.preadv(fd, iov, part.offset + row_l[j] * row_w) == row_w
-        finally:
-            if fd >= 0:
-                os.close(fd)
+        order = np.lexsort((row_of, part_of))
+        bounds = np.flatnonzero(np.diff(part_of[order])) + 1
+        for js in np.split(order, bounds) if len(order) else []:
+            part = parts[int(part_of[js[0]])]
+            fd = self._open_part(part)  # checks the file's size against the index: no short map
+            if fd < 0:
+                continue
+            try:
+                mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)  # the map holds its own reference to the file
+            try:
+                got = np.frombuffer(mm, dtype=part.dtype, count=part.rows, offset=part.offset)[row_of[js]]  # a copy
+            finally:
+                with contextlib.suppress(BufferError):  # only if an error left a view alive: unmapped at GC
+                    mm.close()
+            out[js] = got["vector"]
+            stored[js, : part.key_bytes] = np.ascontiguousarray(got["key"]).view(np.uint8).reshape(len(js), -1)
+            read[js] = True
         return read
 
     def _open_part(self, part: _Part) -> int:
@@ -291,9 +296,13 @@ class EmbeddingCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "embedder.txt").exists():
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        # fixed-width bytes sort in C (256k keys: 0.085 s against 0.62 s as str); the part's rows
-        # are in key order
-        uniq, first = np.unique(as_key_bytes(keys), return_index=True)
+        # one row per distinct hash (the index can hold only one key per hash; a second key with
+        # the same hash would never be found), the part's rows in hash order: sorting int64 is
+        # ~10x faster than sorting the 64-byte keys, and the index takes hash-ordered inserts
+        # faster (1M keys: 1.8 s against 2.8 s)
+        keys = as_key_bytes(keys)
+        _, first = np.unique(key_hashes(keys), return_index=True)
+        uniq = keys[first]
         with self._connection() as con:
             self._check_dim(con, vectors.shape[1])
             if fresh:

@@ -389,7 +389,9 @@ def mean_token_vectors(tokenizer, table: np.ndarray, texts: Sequence[str], *, no
     """
     import scipy.sparse as sp
 
-    ids = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+    # encode_batch_fast skips the character offsets we never read: the same ids, ~20% sooner
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    ids = [e.ids for e in encode(list(texts), add_special_tokens=False)]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
     indptr = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])

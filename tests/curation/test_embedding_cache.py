@@ -46,7 +46,7 @@ def run_py(code: str, *args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_round_trip_is_bit_identical_in_key_order_with_duplicates_and_unknown_keys(tmp_path):
+def test_round_trip_is_bit_identical_in_query_order_across_parts_with_duplicates_and_unknown_keys(tmp_path):
     cache = EmbeddingCache(tmp_path, "emb")
     keys = keys_of(50) + ["ünïcode key ✓", "short"]
     vecs = vectors_of(len(keys), dim=384)
