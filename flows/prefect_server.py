@@ -54,8 +54,10 @@ class TemporaryServer:
         """Launch the server process and return at once (:meth:`wait` waits for it)."""
         self.port = _free_port()
         prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # without importing Prefect
+        # no telemetry from a server that lives for one build, whoever starts it (the CLI also
+        # sets this for itself; a bench or a test importing this module may not)
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+               "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
