@@ -7,7 +7,6 @@ Prefect or Ray (parallelism comes in as ``map_chunks``).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -19,7 +18,16 @@ import pyarrow as pa
 from curation.cluster import FaissKMeans, choose_k, silhouette
 from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
 from curation.exceptions import DataError
-from curation.ingest import WHERE, SchemaGuard, combine, location, normalize_batch, union_sources, where_columns
+from curation.ingest import (
+    WHERE,
+    SchemaGuard,
+    combine,
+    location,
+    normalize_batch,
+    row_json,
+    union_sources,
+    where_columns,
+)
 from curation.memory import release, write_rows
 from curation.progress import progress
 from curation.recipe import HoldoutConfig, Recipe, SourceConfig
@@ -399,7 +407,7 @@ def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int | None = None)
     cols = [c for c in lf.collect_schema().names() if c != "id" and c not in STAGING_COLUMNS]
     n = lf.select(pl.len()).collect().item()
     batch = batch or BLOCK_ROWS
-    parts = [pl.Series("content_hash", [hashlib.sha256(json.dumps(r, default=str).encode()).hexdigest()[:16]
+    parts = [pl.Series("content_hash", [hashlib.sha256(row_json(r).encode()).hexdigest()[:16]
                                         for r in lf.slice(start, batch).select(cols).collect().iter_rows()],
                        dtype=pl.String)
              for start in range(0, n, batch)]
