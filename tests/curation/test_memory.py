@@ -54,6 +54,10 @@ def test_a_blocked_pass_holds_about_one_block_and_sees_every_row(tmp_path):
     release(X)
     np.testing.assert_array_equal(projection_2d(X, block=2_000), projection_2d(np.load(path), block=2_000))
     assert resident_kb(path) < 6_000  # the map of the memory-mapped pool did not keep it resident
+    # axes fitted on every 6th row: the same bits from the file as from memory, nothing left resident
+    np.testing.assert_array_equal(projection_2d(X, block=2_000, fit_rows=5_000),
+                                  projection_2d(np.load(path), block=2_000, fit_rows=5_000))
+    assert resident_kb(path) < 6_000
 
 
 TRIM_CHILD = """

@@ -85,3 +85,17 @@ def test_the_map_is_the_first_two_principal_axes_with_fixed_signs():
     # the axes are the two largest-variance directions (here the first two coordinates)
     assert abs(np.corrcoef(xy[:, 0], X[:, 0])[0, 1]) > 0.99 and abs(np.corrcoef(xy[:, 1], X[:, 1])[0, 1]) > 0.99
     assert np.array_equal(projection_2d(-X * 1.0), projection_2d(-X))  # deterministic
+
+
+def test_the_map_fitted_on_spaced_rows_matches_the_full_fit_and_is_exact_below_fit_rows():
+    from curation.metrics import projection_2d
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20_000, 8)) * np.array([10.0, 3.0, 1.0, 1.0, 0.5, 0.5, 0.1, 0.1])
+    full = projection_2d(X, block=1_000, fit_rows=20_000)  # every row fitted
+    spaced = projection_2d(X, block=1_000, fit_rows=2_000)  # every 10th row fitted, every row mapped
+    assert spaced.shape == full.shape and not np.array_equal(spaced, full)
+    for axis in (0, 1):  # the same axes, signs included
+        assert np.corrcoef(spaced[:, axis], full[:, axis])[0, 1] > 0.999
+    assert np.array_equal(projection_2d(X[:2_000], block=1_000, fit_rows=2_000),
+                          projection_2d(X[:2_000], block=1_000))  # nothing spaced out below fit_rows
