@@ -70,12 +70,15 @@ def release(X: np.ndarray, start: int = 0, stop: int | None = None) -> None:
     mm.madvise(mmap.MADV_DONTNEED, aligned, first - aligned + (stop - start) * row)
 
 
-def blocks(X: np.ndarray, block: int = 65_536) -> Iterator[tuple[slice, np.ndarray]]:
+def blocks(X: np.ndarray, block: int = 65_536, step: int = 1) -> Iterator[tuple[slice, np.ndarray]]:
     """``(rows, X[rows])`` for consecutive blocks of at most ``block`` rows. A block is a view;
     its pages are released when the next block is asked for (reading the view later still
-    works: the pages map back)."""
-    for s in range(0, len(X), block):
-        rows = slice(s, min(s + block, len(X)))
+    works: the pages map back). With ``step`` > 1 only every ``step``-th row is taken
+    (``rows`` has that step): still at most ``block`` rows a block, the stretch they span
+    released after it."""
+    span = block * step
+    for s in range(0, len(X), span):
+        rows = slice(s, min(s + span, len(X)), step)
         yield rows, X[rows]
         release(X, rows.start, rows.stop)
 

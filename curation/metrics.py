@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from curation.memory import blocks, release
+from curation.memory import blocks
 
 
 def vendi_from_eigenvalues(lam: np.ndarray, q: float = 1.0) -> float:
@@ -58,8 +58,9 @@ def projection_2d(X: np.ndarray, block: int = 16_384, fit_rows: int = 131_072) -
     PCA through the d x d covariance (O(m d² + d³), no n x n matrix), each axis's sign fixed so
     its largest loading is positive: the same vectors always give the same map. The mean and
     the axes are fitted on at most ``fit_rows`` evenly spaced rows (every ``ceil(n / fit_rows)``-th
-    row; all rows below that), then every row is projected: the covariance was 2 of the 2.6 s
-    this took at 1M rows, and a picture of the pool needs the axes, not their last digits.
+    row; all rows below that), then every row is projected: at 1M rows of 256 dimensions the map
+    took 3.0 s with every row fitted and 1.4 s spaced, and a picture of the pool needs the axes,
+    not their last digits.
     ``X`` is read ``block`` rows at a time (a memory-mapped matrix is never copied, nor left
     resident: see :mod:`curation.memory`); the block size and the spacing are fixed, so the sums,
     and the map's bits, do not depend on how much memory there is.
@@ -68,21 +69,13 @@ def projection_2d(X: np.ndarray, block: int = 16_384, fit_rows: int = 131_072) -
     if n == 0 or d == 0:
         return np.zeros((n, 2), dtype=np.float32)
     step = -(-n // fit_rows)
-
-    def fit_blocks():  # the fitted rows, a block of them at a time
-        span = block * step
-        for a in range(0, n, span):
-            yield np.asarray(X[a : a + span : step], dtype=np.float64)
-            release(X, a, a + span)
-
-    m = len(range(0, n, step))
     mean = np.zeros(d)
-    for Xb in fit_blocks():
-        mean += Xb.sum(axis=0)
-    mean /= m
+    for _, Xb in blocks(X, block, step):
+        mean += np.asarray(Xb, dtype=np.float64).sum(axis=0)
+    mean /= -(-n // step)  # the rows fitted
     cov = np.zeros((d, d))
-    for Xb in fit_blocks():
-        Xc = Xb - mean
+    for _, Xb in blocks(X, block, step):
+        Xc = np.asarray(Xb, dtype=np.float64) - mean
         cov += Xc.T @ Xc
     _, vecs = np.linalg.eigh(cov)
     axes = vecs[:, ::-1][:, :2]
