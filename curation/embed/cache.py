@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from curation.exceptions import DataError
 from curation.progress import progress
@@ -127,6 +128,10 @@ def key_hashes(keys: np.ndarray) -> np.ndarray:
     for i in np.flatnonzero(~short).tolist():
         out[i] = int.from_bytes(hashlib.blake2b(keys[i], digest_size=8).digest(), "little", signed=True)
     return out
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _part_dtype(key_bytes: int, dim: int) -> np.dtype:
@@ -403,7 +408,11 @@ class EmbeddingCache:
         con = sqlite3.connect(self.index_path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                               check_same_thread=False)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
+            # switching a new database to WAL takes an exclusive lock, and SQLite can answer
+            # "database is locked" at once, without its busy handler, when another process opens
+            # the same new cache at that moment (two builds sharing a cache_dir): wait and retry
+            Retrying(retry=retry_if_exception(_locked), wait=wait_exponential(multiplier=0.01, max=0.5),
+                     stop=stop_after_delay(BUSY_TIMEOUT_S), reraise=True)(con.execute, "PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed transaction
             con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             con.execute("PRAGMA cache_size=-65536")  # 64 MiB of page cache per connection
