@@ -6,6 +6,7 @@ Prefect or Ray (parallelism comes in as ``map_chunks``).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -16,7 +17,8 @@ import polars as pl
 import pyarrow as pa
 
 from curation.cluster import FaissKMeans, choose_k, silhouette
-from curation.embed import Embedder, EmbeddingCache, TabularEncoder, content_key
+from curation.embed import Embedder, EmbeddingCache, TabularEncoder
+from curation.embed.cache import key_hashes
 from curation.exceptions import DataError
 from curation.ingest import (
     WHERE,
@@ -176,8 +178,7 @@ class _BackgroundPuts:
         if self.error is not None:
             return
         try:
-            keys = np.concatenate([k for k, _ in batch])  # S64: the cache takes bytes as they are
-            self.cache.put(keys, np.concatenate([v for _, v in batch]), fresh=True)
+            self.cache.put_chunks(batch, fresh=True)  # written chunk by chunk: no copy of the part
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
             self.error = exc
 
@@ -204,10 +205,31 @@ def text_keys(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.
     col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
     out = np.empty(len(col), dtype="S64")
     batch = batch or BLOCK_ROWS
+    sha256 = hashlib.sha256
     for start in range(0, len(col), batch):  # only one batch of Python strings at a time
         values = col.slice(start, batch).to_list()
-        out[start : start + len(values)] = [content_key(t).encode() for t in values]
+        # content_key's hex digest, hexed for the whole batch at once rather than per text
+        # (1M texts: 0.47 s against 0.68 s); a test pins it to content_key
+        digests = b"".join([sha256(t.encode("utf-8")).digest() for t in values])
+        out[start : start + len(values)] = np.frombuffer(binascii.hexlify(digests), dtype="S64")
     return out
+
+
+def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, inverse) of the ``S`` array ``keys``: ``first[j]`` is where the j-th distinct key
+    first occurs and ``keys == keys[first][inverse]``.
+
+    Distinct keys come in the order of their 64-bit :func:`~curation.embed.cache.key_hashes`,
+    found by sorting the int64 hashes rather than the 64-byte keys (1M keys: 0.31 s against
+    0.87 s). Two different keys sharing a hash would be merged; that is checked for (one
+    vectorised comparison) and then the keys themselves are sorted instead, in their byte order.
+    """
+    _, first, inverse = np.unique(key_hashes(keys), return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not (keys[first][inverse] == keys).all():
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
 
 
 def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: EmbeddingCache | None,
@@ -218,7 +240,8 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
 
     Only texts whose content key is not in the cache are embedded, each distinct text once.
     They are sorted by length before chunking so each forward pass pads little (the same trick
-    ``SentenceTransformer.encode`` uses inside one call); ties keep the keys' sorted order, so the
+    ``SentenceTransformer.encode`` uses inside one call); ties keep the order of their keys'
+    hashes (:func:`distinct_keys`), so the
     chunks, and hence the vectors of a batch-dependent model, depend only on the set of missing
     texts. A :attr:`~curation.embed.Embedder.batch_invariant` embedder (no padding) takes them
     in pool order instead, so its vectors are written to ``X`` in runs of rows. Each finished
@@ -252,13 +275,13 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
                 # through the file (curation.memory.write_rows): a memory-mapped X stays unmapped
                 write_rows(dest(vecs.shape[1]), start + np.flatnonzero(hit), vecs)
     missing = np.flatnonzero(~found)
-    missing_keys, first, inverse = np.unique(keys[missing], return_index=True, return_inverse=True)
-    first_pos = missing[first]  # where each distinct missing text first occurs, in key order
+    first, inverse = distinct_keys(keys[missing])
+    first_pos = missing[first]  # where each distinct missing text first occurs, in key-hash order
     if embedder.batch_invariant:
         order = np.argsort(first_pos)  # pool order
     else:
         lengths = col.gather(first_pos).str.len_chars().to_numpy()
-        order = np.argsort(-lengths, kind="stable")  # longest first; ties in key order
+        order = np.argsort(-lengths, kind="stable")  # longest first; ties in key-hash order
     positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
     if positions:  # a fully cached run shows no progress bar
         writer = _BackgroundPuts(cache) if cache is not None else None
@@ -275,7 +298,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
                 writer.close()
         dups = np.setdiff1d(missing, first_pos, assume_unique=True)  # repeats of a text embedded once
         if len(dups):
-            X[dups] = X[first_pos[inverse.reshape(-1)[np.searchsorted(missing, dups)]]]
+            X[dups] = X[first_pos[inverse[np.searchsorted(missing, dups)]]]
         release(X)
     if X is None:
         X = dest(0)

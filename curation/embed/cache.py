@@ -2,13 +2,17 @@
 
 Layout of ``<root>/<sha256(embedder id)[:24]>/``:
 
-* ``part-<name>.npy``: one part per :meth:`EmbeddingCache.put`, a NumPy ``.npy`` file holding a
-  structured array with fields ``key`` (the UTF-8 key, fixed-width bytes) and ``vector``
-  (float32, ``dim`` wide). Parts are immutable: written under a temporary name, flushed to disk
-  and renamed into place; they are never rewritten.
+* ``part-<name>.npy``: one part per :meth:`EmbeddingCache.put`, a NumPy ``.npy`` file of the
+  part's vectors, a ``(rows, dim)`` float32 array, followed by the rows' keys (the UTF-8 key,
+  ``key_bytes`` fixed-width bytes each, zero-padded) right after the array's data: ``np.load``
+  reads the vectors, and the file is written straight from the embedder's chunks without
+  interleaving keys and vectors in memory first (layout ``columns``). Parts written before
+  format 3 hold one structured array with fields ``key`` and ``vector`` instead (layout
+  ``records``); both are read. Parts are immutable: written under a temporary name, flushed to
+  disk and renamed into place; they are never rewritten.
 * ``index.sqlite3`` (plus SQLite's ``-wal``/``-shm`` files): the index, table
   ``vectors(hkey INTEGER PRIMARY KEY, part, row)`` and table
-  ``parts(id, name, rows, dim, key_bytes, offset)`` (each part's layout). ``hkey`` is a 64-bit
+  ``parts(id, name, rows, dim, key_bytes, offset, layout)`` (where each part's rows are). ``hkey`` is a 64-bit
   hash of the key (:func:`key_hashes`), not the key: SQLite then keys the table by its rowid, and
   the index is much smaller than one keyed by 64-character text (10M keys: 255 MiB against
   870 MiB, bench/results/cache.md). Two keys with the same hash cannot both be indexed; the
@@ -19,8 +23,8 @@ Layout of ``<root>/<sha256(embedder id)[:24]>/``:
 A lookup of n keys asks the index in batches (O(n log N) for a cache of N keys), then
 maps only the parts holding hits, one at a time, and copies just those rows into their places in
 the result matrix (checking each row's stored key), so its cost and memory follow the query, not
-the cache's size. Key hashes go to SQLite as one JSON array per statement (``json_each``), not one
-bound parameter per key.
+the cache's size. A lookup sends its key hashes to SQLite as one JSON array per statement
+(``json_each``), not one bound parameter per key.
 
 A writer writes its part first and then adds the part's keys to the index in one transaction;
 SQLite serialises concurrent writers (WAL mode, busy timeout). An index row whose part file is
@@ -28,7 +32,8 @@ missing is treated as not found. Because every part carries its own keys, the in
 data: opening a cache indexes any part the index does not know (the finished part of a writer
 killed before its commit), drops index rows of parts that were deleted, converts the Parquet
 parts of the first format (``part-*.parquet``, columns ``key`` and ``vector``) into parts,
-rebuilds an index of format 1 (text keys) from the parts, and removes the temporary files of dead
+rebuilds an index of format 1 (text keys) from the parts, records that every part an index of
+format 2 knows holds records, and removes the temporary files of dead
 writers. See docs/embedders.md#the-embedding-cache.
 """
 
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import mmap
@@ -58,7 +64,8 @@ from curation.stages import remove_stale_tmp, tmp_name
 log = logging.getLogger(__name__)
 
 INDEX = "index.sqlite3"
-FORMAT = 2  # PRAGMA user_version of the index (1: text keys; 2: 64-bit key hashes)
+FORMAT = 3  # PRAGMA user_version of the index (1: text keys; 2: 64-bit key hashes; 3: parts.layout)
+RECORDS, COLUMNS = 0, 1  # parts.layout: one structured array (before format 3); vectors, then keys
 BATCH = 2000  # keys per lookup query (a JSON array; larger batches were no faster)
 BUSY_TIMEOUT_S = 120.0  # how long a writer waits for another's transaction
 # Checkpoint the WAL into the index every ~40 MB rather than SQLite's 4 MB: a put of 1024 random
@@ -74,7 +81,8 @@ CREATE TABLE IF NOT EXISTS parts (
     rows INTEGER NOT NULL,
     dim  INTEGER NOT NULL,
     key_bytes INTEGER NOT NULL,  -- width of the key field
-    offset    INTEGER NOT NULL   -- where the rows start (after the .npy header)
+    offset    INTEGER NOT NULL,  -- where the rows start (after the .npy header)
+    layout    INTEGER NOT NULL DEFAULT 0  -- RECORDS (0) or COLUMNS (1)
 );
 CREATE TABLE IF NOT EXISTS vectors (
     hkey INTEGER PRIMARY KEY,  -- key_hashes(key): the table's rowid
@@ -82,7 +90,7 @@ CREATE TABLE IF NOT EXISTS vectors (
     row  INTEGER NOT NULL
 );
 """
-_INSERT = "INSERT OR {verb} INTO vectors (hkey, part, row) SELECT value, ?, key FROM json_each(?)"
+_INSERT = "INSERT OR {verb} INTO vectors (hkey, part, row) VALUES (?, ?, ?)"
 _LOOKUP = "SELECT j.key, v.part, v.row FROM json_each(?) AS j JOIN vectors AS v ON v.hkey = j.value"
 
 
@@ -146,10 +154,23 @@ class _Part(NamedTuple):
     dim: int
     key_bytes: int
     offset: int
+    layout: int = COLUMNS
 
     @property
-    def dtype(self) -> np.dtype:
-        return _part_dtype(self.key_bytes, self.dim)
+    def nbytes(self) -> int:
+        """The file's size: the header, then a key and a vector per row (either layout)."""
+        return self.offset + self.rows * (self.key_bytes + 4 * self.dim)
+
+    def gather(self, buf, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, keys) of ``rows`` (copies) from the part's bytes ``buf``."""
+        if self.layout == RECORDS:
+            got = np.frombuffer(buf, dtype=_part_dtype(self.key_bytes, self.dim), count=self.rows,
+                                offset=self.offset)[rows]
+            return got["vector"], np.ascontiguousarray(got["key"])
+        vectors = np.frombuffer(buf, dtype="<f4", count=self.rows * self.dim, offset=self.offset)
+        keys = np.frombuffer(buf, dtype=f"S{self.key_bytes}", count=self.rows,
+                             offset=self.offset + 4 * self.rows * self.dim)
+        return vectors.reshape(self.rows, self.dim)[rows], keys[rows]
 
 
 class EmbeddingCache:
@@ -231,7 +252,7 @@ class EmbeddingCache:
         ids_l = [int(i) for i in ids]
         for start in range(0, len(ids_l), BATCH):
             batch = ids_l[start : start + BATCH]
-            sql = (f"SELECT id, name, rows, dim, key_bytes, offset FROM parts "
+            sql = (f"SELECT id, name, rows, dim, key_bytes, offset, layout FROM parts "
                    f"WHERE id IN ({','.join('?' * len(batch))})")
             out.update((r[0], _Part(*r[1:])) for r in con.execute(sql, batch))
         return out
@@ -259,12 +280,12 @@ class EmbeddingCache:
             finally:
                 os.close(fd)  # the map holds its own reference to the file
             try:
-                got = np.frombuffer(mm, dtype=part.dtype, count=part.rows, offset=part.offset)[row_of[js]]  # a copy
+                vectors, keys = part.gather(mm, row_of[js])  # copies
             finally:
                 with contextlib.suppress(BufferError):  # only if an error left a view alive: unmapped at GC
                     mm.close()
-            out[js] = got["vector"]
-            stored[js, : part.key_bytes] = np.ascontiguousarray(got["key"]).view(np.uint8).reshape(len(js), -1)
+            out[js] = vectors
+            stored[js, : part.key_bytes] = keys.view(np.uint8).reshape(len(js), -1)
             read[js] = True
         return read
 
@@ -275,7 +296,7 @@ class EmbeddingCache:
         except FileNotFoundError:
             return -1
         size = os.fstat(fd).st_size
-        if size != part.offset + part.rows * part.dtype.itemsize:
+        if size != part.nbytes:
             os.close(fd)
             log.warning("embedding cache: part %s has %d bytes, not what the index says; its keys count as "
                         "not found", part.name, size)
@@ -293,37 +314,57 @@ class EmbeddingCache:
         first, and a key another writer stored meanwhile keeps that writer's vector (its row in
         this part is never read). That saves the lookup, which is most of a put's cost.
         """
-        if not len(keys):
+        self.put_chunks([(keys, vectors)], fresh=fresh)
+
+    def put_chunks(self, chunks: Sequence[tuple[Sequence[str] | np.ndarray, np.ndarray]], *,
+                   fresh: bool = False) -> None:
+        """Store several ``(keys, vectors)`` chunks, each as :meth:`put` takes them, as one new part.
+
+        With ``fresh=True`` and no key repeated (no two keys sharing a hash), the part is written
+        straight from the chunks' arrays, in their order: no concatenated, reordered or
+        interleaved copy of the vectors is made: next to a fast embedder those copies were a
+        large share of the cache's CPU, which competes with the tokenizer for the same cores
+        (docs/embedders.md#the-embedding-cache). Otherwise the rows to store are gathered first.
+        """
+        chunks = [(as_key_bytes(k), np.ascontiguousarray(v, dtype="<f4")) for k, v in chunks]
+        for k, v in chunks:
+            if v.ndim != 2 or len(v) != len(k):
+                raise ValueError(f"put: {len(k)} keys but vectors of shape {v.shape}")
+        chunks = [(k, v) for k, v in chunks if len(k)]
+        if not chunks:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) != len(keys):
-            raise ValueError(f"put: {len(keys)} keys but vectors of shape {vectors.shape}")
+        dims = {v.shape[1] for _, v in chunks}
+        if len(dims) != 1:
+            raise ValueError(f"put: chunks of vectors of different sizes {sorted(dims)}")
+        dim = dims.pop()
         self.dir.mkdir(parents=True, exist_ok=True)
         if not (self.dir / "embedder.txt").exists():
             (self.dir / "embedder.txt").write_text(self.embedder_id + "\n")
-        # one row per distinct hash (the index can hold only one key per hash; a second key with
-        # the same hash would never be found), the part's rows in hash order: sorting int64 is
-        # ~10x faster than sorting the 64-byte keys, and the index takes hash-ordered inserts
-        # faster (1M keys: 1.8 s against 2.8 s)
-        keys = as_key_bytes(keys)
+        width = max(k.dtype.itemsize for k, _ in chunks)
+        keys = np.concatenate([k.astype(f"S{width}", copy=False) for k, _ in chunks])  # 64 bytes a key
+        # one row per distinct hash: the index can hold only one key per hash, and a second key
+        # with the same hash would never be found
         u_hash, first = np.unique(key_hashes(keys), return_index=True)
-        uniq = keys[first]
         with self._connection() as con:
-            self._check_dim(con, vectors.shape[1])
-            if fresh:
-                self._index_part(con, self._write_part(uniq, vectors[first]), uniq, replace=False, hkeys=u_hash)
-                return
-            # a key whose hash is indexed counts as stored (for a colliding key that is wrong, and
-            # it will not be found: rare, and only ever costs embedding it again)
-            u_part, _ = self._lookup(con, u_hash)
-            for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
-                if not (self.dir / part.name).exists():
-                    u_part[u_part == pid] = -1  # stale index rows: store these keys again
-            new = u_part < 0
-            if not new.any():
-                return
-            part = self._write_part(uniq[new], vectors[first[new]])
-            self._index_part(con, part, uniq[new], replace=True, hkeys=u_hash[new])
+            self._check_dim(con, dim)
+            if not fresh:
+                # a key whose hash is indexed counts as stored (for a colliding key that is wrong,
+                # and it will not be found: rare, and only ever costs embedding it again)
+                u_part, _ = self._lookup(con, u_hash)
+                for pid, part in self._parts(con, np.unique(u_part[u_part >= 0])).items():
+                    if not (self.dir / part.name).exists():
+                        u_part[u_part == pid] = -1  # stale index rows: store these keys again
+                new = u_part < 0
+                if not new.any():
+                    return
+                u_hash, first = u_hash[new], first[new]
+            if len(first) == len(keys):  # every row, as it came: the hash u_hash[i] is row first[i]
+                part, rows = self._write_part([k for k, _ in chunks], [v for _, v in chunks]), first
+            else:
+                keep = np.sort(first)  # the rows to store, in the order they came
+                vectors = chunks[0][1] if len(chunks) == 1 else np.concatenate([v for _, v in chunks])
+                part, rows = self._write_part([keys[keep]], [vectors[keep]]), np.searchsorted(keep, first)
+            self._index_part(con, part, u_hash, rows, replace=not fresh)
 
     def _check_dim(self, con: sqlite3.Connection, dim: int) -> None:
         known = con.execute("SELECT dim FROM parts LIMIT 1").fetchone()
@@ -331,39 +372,46 @@ class EmbeddingCache:
             raise DataError(f"embedding cache {self.dir} holds {known[0]}-d vectors; cannot add "
                             f"{dim}-d ones under the same embedder id")
 
-    def _write_part(self, keys: np.ndarray, vectors: np.ndarray, name: str | None = None) -> _Part:
-        """Write one part atomically (temporary file, fsync, rename); ``keys``: an ``S`` array."""
-        key_bytes = max(1, int(np.char.str_len(keys).max()))
-        arr = np.empty(len(keys), dtype=_part_dtype(key_bytes, vectors.shape[1]))
-        arr["key"] = keys
-        arr["vector"] = vectors
+    def _write_part(self, keys: Sequence[np.ndarray], vectors: Sequence[np.ndarray], name: str | None = None) -> _Part:
+        """Write one part of layout ``COLUMNS`` atomically (temporary file, fsync, rename) from
+        row-aligned chunks: ``keys`` (``S`` arrays) and ``vectors`` (float32, one width). Each
+        chunk is written as it is, so the file costs no copy of the vectors in memory."""
+        rows, dim = sum(len(k) for k in keys), vectors[0].shape[1]
+        key_bytes = max(1, *(k.dtype.itemsize for k in keys))
         name = name or f"part-{uuid.uuid4().hex}.npy"
         tmp = self.dir / f"{tmp_name()}.npy"
         with open(tmp, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (rows, dim)})
+            offset = f.tell()
+            for v in vectors:
+                f.write(memoryview(np.ascontiguousarray(v, dtype="<f4")))
+            for k in keys:
+                f.write(memoryview(k.astype(f"S{key_bytes}", copy=False)))
             f.flush()
-            offset = f.tell() - arr.nbytes
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
-        return _Part(name, len(keys), vectors.shape[1], key_bytes, offset)
+        return _Part(name, rows, dim, key_bytes, offset, COLUMNS)
 
-    def _index_part(self, con: sqlite3.Connection, part: _Part, keys: np.ndarray, *, replace: bool,
-                    transaction: bool = True, hkeys: np.ndarray | None = None) -> None:
-        """Add a written part and its keys (an ``S`` array, row ``i`` of the part holds
-        ``keys[i]``) to the index, in one transaction unless ``transaction`` is False (the caller
-        holds one).
+    def _index_part(self, con: sqlite3.Connection, part: _Part, hkeys: np.ndarray, rows: np.ndarray | None = None,
+                    *, replace: bool, transaction: bool = True) -> None:
+        """Add a written part and its keys to the index: row ``rows[i]`` of the part (default:
+        row ``i``) holds the key whose :func:`key_hashes` value is ``hkeys[i]``. One transaction
+        unless ``transaction`` is False (the caller holds one).
 
         ``replace`` points existing keys at this part (put: the caller checked they are stale);
-        otherwise existing keys keep their part (adopting or migrating a part).
+        otherwise existing keys keep their part (adopting or migrating a part). Keys go in in hash
+        order, which SQLite's B-tree takes faster (1M keys: 1.8 s against 2.8 s in random order).
         """
-        if hkeys is None:  # the caller may have them already (put hashes its keys to deduplicate)
-            hkeys = key_hashes(keys)
-        hkeys = json.dumps(hkeys.tolist())  # row i of the part: the array's index i
+        rows = np.arange(len(hkeys)) if rows is None else rows
+        if len(hkeys) > 1 and not (hkeys[1:] >= hkeys[:-1]).all():
+            order = np.argsort(hkeys, kind="stable")  # stable: of rows sharing a hash, the first wins
+            hkeys, rows = hkeys[order], rows[order]
         with self._write(con) if transaction else contextlib.nullcontext():
-            con.execute("INSERT OR IGNORE INTO parts (name, rows, dim, key_bytes, offset) VALUES (?, ?, ?, ?, ?)",
-                        part)
+            con.execute("INSERT OR IGNORE INTO parts (name, rows, dim, key_bytes, offset, layout) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", part)
             (pid,) = con.execute("SELECT id FROM parts WHERE name = ?", (part.name,)).fetchone()
-            con.execute(_INSERT.format(verb="REPLACE" if replace else "IGNORE"), (pid, hkeys))
+            con.executemany(_INSERT.format(verb="REPLACE" if replace else "IGNORE"),
+                            zip(hkeys.tolist(), itertools.repeat(pid), rows.tolist()))
 
     def __len__(self) -> int:
         """The number of keys in the index."""
@@ -423,8 +471,10 @@ class EmbeddingCache:
                     if version == 0:
                         for stmt in filter(str.strip, _SCHEMA.split(";")):
                             con.execute(stmt)
-                    elif version < FORMAT:
+                    elif version == 1:
                         self._rebuild_index(con)
+                    elif version == 2:  # every part so far holds records
+                        con.execute(f"ALTER TABLE parts ADD COLUMN layout INTEGER NOT NULL DEFAULT {RECORDS}")
                     con.execute(f"PRAGMA user_version={FORMAT}")
             elif version > FORMAT:
                 raise DataError(f"embedding cache index {self.index_path} has format {version}, newer than "
@@ -481,7 +531,7 @@ class EmbeddingCache:
         """Replace an index of format 1 (text keys) by one of this format, from the parts' own
         keys (inside the caller's transaction; reads the key field of every part once)."""
         con.execute("DROP TABLE IF EXISTS vectors")
-        con.execute("DELETE FROM parts")
+        con.execute("DROP TABLE IF EXISTS parts")
         for stmt in filter(str.strip, _SCHEMA.split(";")):
             con.execute(stmt)
         with os.scandir(self.dir) as it:
@@ -506,19 +556,29 @@ class EmbeddingCache:
     def _adopt(self, con: sqlite3.Connection, name: str, *, transaction: bool = True) -> None:
         """Index a complete part the index does not know (its writer died before committing, or
         the index is being rebuilt)."""
+        path = self.dir / name
         try:
-            arr = np.load(self.dir / name, mmap_mode="r")
-            if arr.dtype.names != ("key", "vector") or arr.ndim != 1:
+            arr = np.load(path, mmap_mode="r")
+            if arr.dtype.names == ("key", "vector") and arr.ndim == 1:
+                keys = np.array(arr["key"])  # a strided read of the key field
+                part = _Part(name, len(arr), arr.dtype["vector"].shape[0], arr.dtype["key"].itemsize, arr.offset,
+                             RECORDS)
+            elif arr.dtype == np.dtype("<f4") and arr.ndim == 2 and len(arr):
+                rows, dim = arr.shape
+                tail = path.stat().st_size - arr.offset - arr.nbytes  # the keys, after the vectors
+                if tail <= 0 or tail % rows:
+                    raise ValueError(f"{tail} bytes after {rows} vectors cannot be their keys")
+                part = _Part(name, rows, dim, tail // rows, arr.offset, COLUMNS)
+                keys = np.fromfile(path, dtype=f"S{part.key_bytes}", count=rows, offset=arr.offset + arr.nbytes)
+            else:
                 raise ValueError(f"unexpected layout {arr.dtype} {arr.shape}")
-            keys = np.array(arr["key"])  # a strided read of the key field
-            part = _Part(name, len(arr), arr.dtype["vector"].shape[0], arr.dtype["key"].itemsize, arr.offset)
             del arr
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, IndexError) as e:
             log.warning("embedding cache: skipping unreadable part %s (%s)", name, e)
             return
-        self._index_part(con, part, keys, replace=False, transaction=transaction)
+        self._index_part(con, part, key_hashes(keys), replace=False, transaction=transaction)
 
     def _migrate(self, con: sqlite3.Connection, name: str) -> None:
         """Convert one Parquet part of the first format into a part, index it, remove it."""
@@ -538,6 +598,6 @@ class EmbeddingCache:
             flat = vec.values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
             vectors = flat.reshape(-1, vec.type.list_size)
             uniq, first = np.unique(as_key_bytes(table.column("key").to_pylist()), return_index=True)
-            self._write_part(uniq, vectors[first], name=target)
+            self._write_part([uniq], [vectors[first]], name=target)
         self._adopt(con, target)
         src.unlink(missing_ok=True)

@@ -104,11 +104,15 @@ def test_layout_is_npy_parts_plus_sqlite_index_plus_embedder_txt(tmp_path):
     assert cache.dir == tmp_path / hashlib.sha256(b"my-embedder").hexdigest()[:24]
     assert (cache.dir / "embedder.txt").read_text() == "my-embedder\n"
     (part,) = part_files(cache)
-    rows = np.load(part)  # an ordinary .npy: keys and vectors
-    assert rows.dtype.names == ("key", "vector") and len(rows) == 10
+    vectors = np.load(part)  # an ordinary .npy of the vectors, in the order they were put
+    np.testing.assert_array_equal(bits(vectors), bits(vectors_of(10)))
+    header = part.stat().st_size - 10 * (8 * 4 + 64)  # then each row's 64-byte key
+    assert header % 64 == 0  # numpy aligns the data
+    assert part.read_bytes()[header + 10 * 8 * 4:] == b"".join(k.encode() for k in keys_of(10))
     with sqlite3.connect(cache.index_path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert con.execute("PRAGMA user_version").fetchone()[0] == cache_mod.FORMAT == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == cache_mod.FORMAT == 3
+        assert con.execute("SELECT layout FROM parts").fetchall() == [(cache_mod.COLUMNS,)]
         indexed = sorted(h for (h,) in con.execute("SELECT hkey FROM vectors"))
     assert indexed == sorted(cache_mod.key_hashes(np.array([k.encode() for k in keys_of(10)])).tolist())
 
@@ -151,8 +155,57 @@ def test_an_index_of_format_1_is_rebuilt_from_the_parts_on_open(tmp_path):
     assert found.all() and len(reopened) == 30
     np.testing.assert_array_equal(bits(got), bits(vecs))
     with sqlite3.connect(cache.index_path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == cache_mod.FORMAT
         assert con.execute("SELECT count(*) FROM parts").fetchone()[0] == 2
+
+
+def write_records_part(cache: EmbeddingCache, keys: list[str], vectors: np.ndarray) -> Path:
+    """A part as format 2 wrote it: one structured array of (key, vector) records."""
+    arr = np.empty(len(keys), dtype=[("key", "S64"), ("vector", "<f4", (vectors.shape[1],))])
+    arr["key"], arr["vector"] = [k.encode() for k in keys], vectors
+    cache.dir.mkdir(parents=True, exist_ok=True)
+    path = cache.dir / f"part-records-{len(part_files(cache))}.npy"
+    np.save(path, arr)
+    return path
+
+
+def test_an_index_of_format_2_keeps_its_record_parts_readable_next_to_new_column_parts(tmp_path):
+    keys, vecs = keys_of(30), vectors_of(30)
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put(keys[:1], vecs[:1])  # creates the index
+    write_records_part(cache, keys[1:20], vecs[1:20])
+    cache.close()
+    with sqlite3.connect(cache.index_path) as con:  # the index as format 2 had it: no layout column
+        con.execute("DROP TABLE parts")
+        con.execute("DELETE FROM vectors")
+        con.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, rows INTEGER NOT NULL, "
+                    "dim INTEGER NOT NULL, key_bytes INTEGER NOT NULL, offset INTEGER NOT NULL)")
+        con.execute("PRAGMA user_version=2")
+    (new_part,) = [p for p in part_files(cache) if "records" not in p.name]
+    new_part.unlink()  # only the records part is left, and the index is format 2's
+    old = EmbeddingCache(tmp_path, "emb")  # adopts the records part (unknown to the index)
+    old.put(keys[20:], vecs[20:])  # a columns part
+    found, got = EmbeddingCache(tmp_path, "emb").get(keys[::-1])
+    assert found.tolist() == [True] * 29 + [False]
+    np.testing.assert_array_equal(bits(got), bits(vecs[1:][::-1]))
+    with sqlite3.connect(cache.index_path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == cache_mod.FORMAT
+        assert sorted(con.execute("SELECT layout FROM parts").fetchall()) == [(cache_mod.RECORDS,), (cache_mod.COLUMNS,)]
+
+
+def test_a_format_2_index_of_record_parts_is_upgraded_in_place_and_reads_bit_identical(tmp_path):
+    keys, vecs = keys_of(20), vectors_of(20)
+    cache = EmbeddingCache(tmp_path, "emb")
+    path = write_records_part(cache, keys, vecs)
+    cache = EmbeddingCache(tmp_path, "emb")  # indexes the part
+    cache.close()
+    with sqlite3.connect(cache.index_path) as con:  # as format 2 left it: same rows, no layout column
+        con.execute("ALTER TABLE parts DROP COLUMN layout")
+        con.execute("PRAGMA user_version=2")
+        assert con.execute("SELECT count(*) FROM vectors").fetchone()[0] == 20
+    found, got = EmbeddingCache(tmp_path, "emb").get(keys)
+    assert found.all() and part_files(cache) == [path]
+    np.testing.assert_array_equal(bits(got), bits(vecs))
 
 
 def test_resume_put_per_chunk_then_a_new_cache_object_sees_every_chunk(tmp_path):
@@ -227,9 +280,9 @@ def test_background_writer_queues_chunks_up_to_queue_bytes_while_a_part_is_writt
     go = threading.Event()
 
     class Slow(EmbeddingCache):
-        def put(self, *args, **kw):
+        def put_chunks(self, *args, **kw):
             go.wait()  # a part being written
-            super().put(*args, **kw)
+            super().put_chunks(*args, **kw)
 
     writer = _BackgroundPuts(Slow(tmp_path, "emb"), seconds=60, max_bytes=1)  # every chunk is a part
     done = []
@@ -473,3 +526,18 @@ def test_a_cache_object_works_in_a_forked_child_and_after_pickling(tmp_path):
     clone = pickle.loads(pickle.dumps(cache))
     found, _ = clone.get(["from parent", "from child"])
     assert found.all()
+
+
+def test_fresh_chunks_are_written_as_they_came_and_a_repeated_key_keeps_its_first_vector(tmp_path):
+    keys, vecs = keys_of(12), vectors_of(12)
+    cache = EmbeddingCache(tmp_path, "emb")
+    cache.put_chunks([(keys[:5], vecs[:5]), (keys[5:], vecs[5:])], fresh=True)  # no repeats: no copy, as is
+    (part,) = part_files(cache)
+    np.testing.assert_array_equal(bits(np.load(part)), bits(vecs))  # rows in the order they came
+    again = vectors_of(3, seed=1)
+    cache.put_chunks([(keys_of(2, 100), again[:2]), ([keys_of(1, 100)[0]], again[2:])], fresh=True)
+    found, got = cache.get(keys_of(2, 100) + keys[::-1])
+    assert found.all() and len(cache) == 14
+    np.testing.assert_array_equal(bits(got), bits(np.concatenate([again[:2], vecs[::-1]])))
+    (newest,) = [p for p in part_files(cache) if p != part]
+    assert len(np.load(newest)) == 2  # the repeat was not stored

@@ -100,3 +100,22 @@ def test_a_batch_invariant_embedder_embeds_in_pool_order_and_a_batch_dependent_o
     lengths = [len(t) for chunk in seen for t in chunk]
     assert lengths == sorted(lengths, reverse=True) and len(lengths) == 60
     assert np.array_equal(pooled, by_length)  # the order only changes where a vector is computed
+
+
+def test_distinct_keys_by_hash_match_numpy_unique_and_fall_back_when_hashes_collide(monkeypatch):
+    keys = np.array([b"b", b"a", b"b", b"c", b"a", b"a"], dtype="S64")
+    first, inverse = curation.pipeline.distinct_keys(keys)
+    assert np.array_equal(keys[first][inverse], keys)
+    assert sorted(first.tolist()) == [0, 1, 3]  # the first occurrence of each key
+    monkeypatch.setattr(curation.pipeline, "key_hashes", lambda k: np.zeros(len(k), dtype=np.int64))
+    first, inverse = curation.pipeline.distinct_keys(keys)  # every hash collides: sorted by the keys
+    assert first.tolist() == [1, 0, 3] and np.array_equal(keys[first][inverse], keys)
+
+
+def test_text_keys_are_content_keys_across_batches_and_unicode():
+    from curation.embed import content_key
+
+    texts = ["", "a", "naïve café 東京", "x" * 1000] + [f"text {i}" for i in range(7)]
+    keys = curation.pipeline.text_keys(texts, batch=3)
+    assert keys.dtype == np.dtype("S64")
+    assert [k.decode() for k in keys] == [content_key(t) for t in texts]
