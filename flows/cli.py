@@ -351,11 +351,33 @@ def _schedule(
           "(nothing published when nothing changed). Ctrl-C stops.", flush=True)
     # the resolved recipe is the parameter, so a run does not depend on the YAML file staying put;
     # the flow is found by module path (an installed package), whatever the working directory
-    curate.serve(name=deployment, schedules=[CronSchedule(cron=cron, timezone=timezone)],
-                 parameters={"recipe": r.model_dump(mode="json")}, tags=[r.name, r.select.method],
-                 description=f"curate build {recipe}", print_starting_message=False,
-                 entrypoint_type=EntrypointType.MODULE_PATH)
+    with runner_scratch():
+        curate.serve(name=deployment, schedules=[CronSchedule(cron=cron, timezone=timezone)],
+                     parameters={"recipe": r.model_dump(mode="json")}, tags=[r.name, r.select.method],
+                     description=f"curate build {recipe}", print_starting_message=False,
+                     entrypoint_type=EntrypointType.MODULE_PATH)
     return 0
+
+
+@contextlib.contextmanager
+def runner_scratch():
+    """Give Prefect's ``Runner`` a scratch directory of ours, removed when serving stops.
+
+    The runner makes ``<temp dir>/runner_storage/<uuid>`` when it starts and removes it only when
+    its own context exits cleanly, which Ctrl-C skips: every stopped ``curate schedule`` left an
+    empty directory in the system's temp dir. The runner reads ``tempfile.gettempdir()`` when it
+    is made (inside ``serve``), so pointing that at a directory of ours for the call is enough.
+    """
+    import shutil
+    import tempfile
+
+    scratch, saved = tempfile.mkdtemp(prefix="curate-schedule-"), tempfile.tempdir
+    tempfile.tempdir = scratch
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 DEPLOY_EXAMPLES = """Examples:

@@ -65,8 +65,10 @@ def test_a_scheduled_deployment_gets_cron_runs_and_triggered_runs_build(tmp_path
         "groups": ["g"], "embed": {"model": "hashing"}, "cluster": {"k": 3},
         "select": {"method": "stratified", "budget": 20, "mode": "equal"},
         "output": {"root": str(tmp_path / "out")}}))
+    tmp = tmp_path / "tmp"  # the serving process's temp dir: nothing may be left in it
+    tmp.mkdir()
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "RAY_ADDRESS": ray_session,
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "TMPDIR": str(tmp)}
     serve = subprocess.Popen([CURATE, "schedule", "r.yaml", "--cron", "0 3 * * *", "--name", "nightly"], cwd=tmp_path,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
@@ -99,6 +101,7 @@ def test_a_scheduled_deployment_gets_cron_runs_and_triggered_runs_build(tmp_path
             serve.wait()
     output = serve.stdout.read()
     assert "serving deployment curate/nightly" in output and "Traceback" not in output
+    assert sorted(p.name for p in tmp.iterdir()) == []  # Prefect's runner scratch was removed too
 
 
 @pytest.mark.slow
