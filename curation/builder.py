@@ -87,7 +87,7 @@ _STREAMS = ("cluster", "select", "holdout", "value", "metrics")
 
 
 def serial_chunks(embedder: Embedder, chunks: list[list[str]]) -> Iterator[np.ndarray]:
-    """The in-process ``map_chunks``: embed chunk after chunk."""
+    """The in-process ``map_chunks`` (:func:`curation.pipeline.serial_map`)."""
     return pipeline.serial_map(embedder)(chunks)
 
 

@@ -91,10 +91,36 @@ BLOCK_ROWS = 100_000
 
 # ----------------------------------------------------------------------------------------- embed
 def serial_map(embedder: Embedder) -> MapChunks:
-    """The in-process ``map_chunks``: embed chunk after chunk."""
-    def run(chunks: list[list[str]]) -> Iterator[np.ndarray]:
-        for chunk in chunks:
-            yield embedder.embed(chunk)
+    """The in-process ``map_chunks``: the chunks' vectors in order.
+
+    Chunks are embedded one after another, or, for an embedder whose
+    :attr:`~curation.embed.Embedder.parallel_chunks` is above 1, that many at once on threads
+    (the first one alone, so the model loads once), with at most twice that many chunks
+    gathered ahead of the one being consumed. Either way chunk ``i``'s vectors are
+    ``embedder.embed(chunks[i])``: the same arrays, in the same order."""
+    workers = max(1, int(embedder.parallel_chunks))
+
+    def run(chunks: Sequence[list[str]]) -> Iterator[np.ndarray]:
+        if workers == 1 or len(chunks) < 2:
+            for chunk in chunks:
+                yield embedder.embed(chunk)
+            return
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        yield embedder.embed(chunks[0])
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="embed")
+        try:
+            ahead: deque = deque()
+            for i in range(1, len(chunks)):
+                # the texts are gathered on the worker too (TextChunks builds them on demand)
+                ahead.append(pool.submit(lambda i=i: embedder.embed(chunks[i])))
+                if len(ahead) > 2 * workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:  # a consumer that stops early (an error downstream) leaves nothing running
+            pool.shutdown(wait=True, cancel_futures=True)
     return run
 
 

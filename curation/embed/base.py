@@ -34,6 +34,12 @@ class Embedder(Registered, ABC):
     #: order, so vectors reach the output in runs, instead of sorted by length to pad little
     #: (see :func:`curation.pipeline.embed_texts`).
     batch_invariant: ClassVar[bool] = False
+    #: How many chunks one process may embed at once, on threads (1: one after another). More
+    #: than 1 where most of an embedding runs without Python's GIL (a Rust tokenizer, a sparse
+    #: product): the next chunk's native work then overlaps this chunk's Python work and the
+    #: build's own per-chunk work (see :func:`curation.pipeline.serial_map`). Vectors never
+    #: depend on it: each chunk is embedded on its own.
+    parallel_chunks: ClassVar[int] = 1
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings: Any) -> Embedder:

@@ -430,6 +430,9 @@ class StaticEmbedder(Embedder, name="static-minilm"):
 
     light = True  # a mean of looked-up token vectors: cheaper than shipping the text to a Ray actor
     batch_invariant = True  # each text on its own: no padding, nothing shared within a chunk
+    # the tokenizer and the sparse product release the GIL; the ids' conversion to arrays does
+    # not: two chunks at once keep both cores busy (1M texts in the build: ~10-20% sooner)
+    parallel_chunks = 2
 
     @classmethod
     def from_model(cls, model: str, argument: str | None, **settings) -> StaticEmbedder:

@@ -211,6 +211,20 @@ def test_full_model_vectors(full_cache, tmp_path):
     np.testing.assert_array_equal(X1, X2)
 
 
+def test_two_chunks_at_once_give_the_vectors_of_one_after_another(small_cache):
+    """The static embedder embeds two chunks at once in a build (``parallel_chunks``); its
+    tokenizer and table are shared by the threads, and the vectors are bit for bit the serial ones."""
+    emb = StaticEmbedder(cache_dir=small_cache, **SMALL)
+    assert emb.parallel_chunks == 2
+    texts = [f"sample {i} " + "abc " * (i % 9) for i in range(3000)]
+    chunks = [texts[s : s + 64] for s in range(0, len(texts), 64)]
+    serial = np.concatenate([emb.embed(c) for c in chunks])
+    threaded = np.concatenate(list(serial_map(emb)(chunks)))
+    np.testing.assert_array_equal(threaded, serial)
+    X, counts = embed_texts(texts, emb, cache=None, map_chunks=serial_map(emb), chunk_size=64)
+    assert counts["embedded"] == 3000 and np.array_equal(X, serial)
+
+
 @pytest.mark.slow
 def test_full_model_nearest_neighbours_are_paraphrases(full_cache):
     emb = StaticEmbedder(cache_dir=full_cache)

@@ -102,6 +102,54 @@ def test_a_batch_invariant_embedder_embeds_in_pool_order_and_a_batch_dependent_o
     assert np.array_equal(pooled, by_length)  # the order only changes where a vector is computed
 
 
+def test_parallel_chunks_yield_each_chunks_own_vectors_in_order_first_chunk_alone():
+    """An embedder with ``parallel_chunks`` > 1 embeds on several threads, the first chunk before
+    any other starts (the model loads once), and the map still yields chunk i's vectors i-th."""
+    import threading
+    import time
+
+    hashing = make_text_embedder("hashing")
+    log: list[tuple[str, str, float, float]] = []  # (first text, thread, start, end)
+
+    class Parallel(type(hashing)):
+        parallel_chunks = 3
+
+        def embed(self, batch):
+            t0 = time.perf_counter()
+            time.sleep(0.02 * (len(batch[0]) % 3))  # uneven: later chunks may finish first
+            out = super().embed(batch)
+            log.append((batch[0], threading.current_thread().name, t0, time.perf_counter()))
+            return out
+
+    chunks = [[f"chunk {i} text {j}" + "x" * (i % 5) for j in range(4)] for i in range(12)]
+    got = list(serial_map(Parallel())(chunks))
+    assert [g.tolist() for g in got] == [hashing.embed(c).tolist() for c in chunks]
+    first = next(e for e in log if e[0] == chunks[0][0])
+    assert all(e[2] >= first[3] for e in log if e is not first)  # nothing started before chunk 0 ended
+    assert len({e[1] for e in log if e is not first}) > 1  # the rest ran on more than one thread
+    assert not [t for t in threading.enumerate() if t.name.startswith("embed")]  # none left running
+
+
+def test_a_consumer_that_stops_early_leaves_no_embedding_running():
+    calls = []
+
+    class Parallel(type(make_text_embedder("hashing"))):
+        parallel_chunks = 2
+
+        def embed(self, batch):
+            calls.append(batch[0])
+            return super().embed(batch)
+
+    chunks = [[f"t{i}"] for i in range(200)]
+    it = serial_map(Parallel())(chunks)
+    assert [next(it).shape[0] for _ in range(3)] == [1, 1, 1]
+    it.close()  # what embed_texts' loop does when writing a chunk fails
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("embed")]
+    assert len(calls) <= 3 + 2 * 2 + 2  # consumed, queued ahead, running: never the whole list
+
+
 def test_distinct_keys_by_hash_match_numpy_unique_and_fall_back_when_hashes_collide(monkeypatch):
     keys = np.array([b"b", b"a", b"b", b"c", b"a", b"a"], dtype="S64")
     first, inverse = curation.pipeline.distinct_keys(keys)
