@@ -32,7 +32,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import IO, Any, NoReturn
@@ -213,7 +213,9 @@ def parquet_tables(src: str | IO[bytes], where: str, source_name: str) -> Iterat
         raise DataError(f"sources[{source_name}]: {where} is not a readable Parquet file: {one_line(exc)} "
                         "(if it holds CSV or JSON lines, rename it or set format:)") from None
     if isinstance(src, str):
-        yield from _local_parquet_tables(src, pf.metadata.num_rows, where, source_name)
+        meta = pf.metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        yield from _local_parquet_tables(src, sizes, where, source_name)
         return
     batches = pf.iter_batches(batch_size=BATCH_ROWS)
     while True:
@@ -228,17 +230,40 @@ def parquet_tables(src: str | IO[bytes], where: str, source_name: str) -> Iterat
         yield pa.Table.from_batches([batch])
 
 
-def _local_parquet_tables(path: str, rows: int, where: str, source_name: str) -> Iterator[pa.Table]:
-    """A local Parquet file read by polars, :data:`BATCH_ROWS` rows at a time (a slice reads only
-    the row groups it overlaps), as Arrow tables of string *views*, which ingest takes over
-    without a copy. At 1M short texts: 0.10-0.12 s against 0.17 s for pyarrow's batches plus
-    the conversion of their strings."""
+def row_group_slices(sizes: Sequence[int], limit: int) -> list[tuple[int, int]]:
+    """``(start, rows)`` slices of a Parquet file whose row groups hold ``sizes`` rows: whole
+    row groups, as many consecutive ones as fit in ``limit`` rows, and a row group larger than
+    ``limit`` in slices of ``limit``. A slice that ended inside a row group made the next
+    slice decode that group again (1M rows in 125k-row groups read as 262,144-row slices
+    decoded 12 groups for 8)."""
+    out: list[tuple[int, int]] = []
+    start = run = 0  # the slice being gathered: [start, start + run)
+    for size in sizes:
+        if run and run + size > limit:
+            out.append((start, run))
+            start, run = start + run, 0
+        if size > limit:
+            out += [(start + s, min(limit, size - s)) for s in range(0, size, limit)]
+            start += size
+        else:
+            run += size
+    if run:
+        out.append((start, run))
+    return out
+
+
+def _local_parquet_tables(path: str, sizes: Sequence[int], where: str, source_name: str) -> Iterator[pa.Table]:
+    """A local Parquet file (row groups of ``sizes`` rows) read by polars in
+    :func:`row_group_slices` of at most :data:`BATCH_ROWS` rows (a slice reads only the row
+    groups it overlaps), as Arrow tables of string *views*, which ingest takes over without a
+    copy. At 1M short texts: 0.10-0.12 s against 0.17 s for pyarrow's batches plus the
+    conversion of their strings."""
     import polars as pl
 
     scan = pl.scan_parquet(path, glob=False)  # a name with [ or * is a file, not a pattern
-    for start in range(0, rows, BATCH_ROWS):
+    for start, rows in row_group_slices(sizes, BATCH_ROWS):
         try:
-            frame = scan.slice(start, BATCH_ROWS).collect()
+            frame = scan.slice(start, rows).collect()
         except pl.exceptions.PolarsError as exc:  # the footer was read: what fails now is a page
             raise DataError(f"sources[{source_name}]: {where} is a corrupt Parquet file: {one_line(exc)}") from None
         yield frame.to_arrow(compat_level=pl.CompatLevel.newest())

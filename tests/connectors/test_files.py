@@ -53,6 +53,28 @@ def test_limit_stops_early(tmp_path):
     assert len(rows(FilesConnector(src(str(tmp_path / "x.parquet"), limit=7)))) == 7
 
 
+def test_row_group_slices_keep_groups_whole_and_split_only_oversized_ones():
+    from connectors.files import row_group_slices
+
+    assert row_group_slices([5, 5, 5, 20, 3], 10) == [(0, 10), (10, 5), (15, 10), (25, 10), (35, 3)]
+    assert row_group_slices([125_000] * 8, 262_144) == [(s, 250_000) for s in range(0, 1_000_000, 250_000)]
+    assert row_group_slices([], 10) == []
+
+
+def test_a_local_parquet_file_is_read_in_whole_row_groups_in_order(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import connectors.files
+
+    monkeypatch.setattr(connectors.files, "BATCH_ROWS", 10)
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(30)]}), tmp_path / "x.parquet", row_group_size=7)
+    tables = list(FilesConnector(src(str(tmp_path / "x.parquet"))).iter_batches())
+    assert [t.num_rows for t in tables] == [7, 7, 7, 9]  # groups of 7, 7, 7, 7 + 2: never one cut in two
+    got = pa.concat_tables(tables).to_pylist()
+    assert [r["text"] for r in got] == [f"t{i}" for i in range(30)]
+    assert [r["__row"] for r in got] == list(range(1, 31))
+
+
 def test_missing_file_and_empty_glob_name_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"sources\[s\]\.path: file '.*nope\.parquet' does not exist"):
         FilesConnector(src(str(tmp_path / "nope.parquet"))).units()
