@@ -221,7 +221,11 @@ def stage_rows(sizes: list[int], models: list[str], floors_max: int, tmp: Path) 
                 "cluster/raw": round(st["cluster"] / floors["cluster"], 2)}
             row = {"n": n, "embedder": model, "build_s": round(seconds, 1),
                    **{f"{k}_s": round(v, 2) for k, v in st.items()}, **ratios,
-                   "driver_peak_gb": round(rss, 2), "load": load_since(load0)}
+                   "driver_peak_gb": round(rss, 2),
+                   # the manifest's own per-stage peaks (VmHWM reset before each stage)
+                   "stage_peaks_gb": " / ".join(f"{v.get('peak_rss_gb', float('nan')):.2f}"
+                                                for v in manifest["stages"].values()),
+                   "load": load_since(load0)}
             rows.append(row)
             print(row, flush=True)
     return rows
@@ -334,7 +338,9 @@ def main() -> None:
             "(nothing reused); raw floors measured in the same run (see bench/scale.py).\n")
     if rows:
         text += ("\n## Library build, per stage\n\n" + table(rows) +
-                 "\n\nTargets (issue): ingest/read <= 3; embed/raw <= 1.11 (>= 0.9x raw throughput); "
+                 "\n\ndriver_peak_gb: the child's peak resident set, sampled; stage_peaks_gb: each stage's peak "
+                 "(ingest / embed / cluster / select) from the manifest's `stages.*.peak_rss_gb`. "
+                 "Targets (issue): ingest/read <= 3; embed/raw <= 1.11 (>= 0.9x raw throughput); "
                  "1M driver peak <= 1.2 GB.\n")
     if cli:
         text += ("\n## `curate build` against `curation.build`\n\n" + table(cli) +

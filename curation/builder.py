@@ -49,7 +49,7 @@ from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
 from curation.exceptions import SourceReadError
 from curation.ingest import ROW_COL, UNIT_COL, restore_texts
-from curation.memory import trim_heap
+from curation.memory import peak_rss_bytes, reset_peak_rss, trim_heap
 from curation.metrics import projection_2d, selection_metrics
 from curation.progress import progress
 from curation.publish import code_version, dataset_lock, latest_version, publish_version
@@ -111,6 +111,9 @@ class StageOutput:
     reused: bool
     seconds: float
     facts: dict[str, Any] = field(default_factory=dict)
+    #: the building process's peak resident set while the stage ran (bytes; None: reused, or
+    #: not measurable here). Work on Ray runs in other processes and is not in it.
+    peak_rss: int | None = None
 
     @classmethod
     def of(cls, run: StageRun):
@@ -360,7 +363,10 @@ class Builder:
         key = stage_key(name, STAGE_VERSIONS[name], {"package": __version__, **sections},
                         {k: v.key for k, v in inputs.items()})
         log.info("%s: started (key %s)", name, key[:12])
+        measured = reset_peak_rss()  # the stage's own peak, not an earlier stage's
         out = cls.of(self.store.run(name, key, produce))
+        if measured and not out.reused:
+            out = replace(out, peak_rss=peak_rss_bytes())
         trim_heap()  # the stage's temporaries must not count towards the next stage's peak
         if setup_seconds:
             out = replace(out, seconds=round(out.seconds + setup_seconds, 3))
@@ -566,7 +572,8 @@ class Builder:
             "clustering": dict(clustered.facts),
             "timings": {name: out.seconds for name, out in self.runs.items()},
             # which stage outputs this version was made from, and which were reused from earlier builds
-            "stages": {name: {"key": out.key, "reused": out.reused, "seconds": out.seconds}
+            "stages": {name: {"key": out.key, "reused": out.reused, "seconds": out.seconds,
+                              **({} if out.peak_rss is None else {"peak_rss_gb": round(out.peak_rss / 2**30, 3)})}
                        for name, out in self.runs.items()},
             # from the report's status column (curation.report_schema), never from reason text
             "counts": status_counts(report),

@@ -25,7 +25,7 @@ version has its data:
   ``report_plots``; class ``method-plots``, ``data-plots`` = charts in it), then ``values``:
   data values of selected vs not-selected items when the build valued the pool;
 * ``delta``: what changed since the parent version, per source and per group (``manifest.delta``);
-* ``timings``: seconds per stage (reused stages say so).
+* ``timings``: seconds and peak memory per stage (reused stages say so).
 
 Texts come from the published shards (only selected rows are published), read through each
 source's text column (``recipe.sources[].text``). Rows are told apart by the report's
@@ -509,10 +509,16 @@ def _timings_section(page: _Page, m: Mapping[str, Any]) -> str:
     stages = m.get("stages") or {k: {"seconds": v} for k, v in (m.get("timings") or {}).items()}
     if not stages:
         return ""
-    rows = [{"stage": k, "seconds": round(float(st.get("seconds") or 0.0), 3), "reused": bool(st.get("reused"))}
-            for k, st in stages.items()]
+    rows = [{"stage": k, "seconds": round(float(st.get("seconds") or 0.0), 3), "reused": bool(st.get("reused")),
+             "peak memory (GB)": st.get("peak_rss_gb")} for k, st in stages.items()]
+    if all(r["peak memory (GB)"] is None for r in rows):  # an older manifest, or all reused
+        rows = [{k: v for k, v in r.items() if k != "peak memory (GB)"} for r in rows]
     parts = [page.spec(PlotSpec("bar", "Seconds per stage (a reused stage took its output from the stage store)",
                                 categories=[r["stage"] for r in rows], series={"seconds": [r["seconds"] for r in rows]},
                                 xlabel="stage", ylabel="seconds"), "timings-chart", height=280),
-             _table([{**r, "reused": "yes" if r["reused"] else ""} for r in rows])]
+             _table([{k: ("yes" if v else "") if k == "reused" else ("" if v is None else v) for k, v in r.items()}
+                     for r in rows])]
+    if len(rows[0]) == 4:
+        parts.append("<p>Peak memory: the building process's largest resident set while the stage ran "
+                     "(work on Ray workers runs in other processes and is not in it).</p>")
     return _section("timings", "Stage timings", parts)

@@ -135,6 +135,31 @@ def write_rows(X: np.ndarray, positions: np.ndarray, rows: np.ndarray) -> None:
         os.close(fd)
 
 
+def reset_peak_rss() -> bool:
+    """Start measuring a new peak: set this process's resident-set high-water mark (Linux's
+    ``VmHWM``) to its current resident set, through ``/proc/self/clear_refs``. False where the
+    kernel offers no such reset (not Linux, or /proc not writable): then there is no peak to read."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's resident-set high-water mark (``VmHWM``) in bytes: the largest resident set
+    since the process started or since :func:`reset_peak_rss`. None where /proc has no such line."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return None
+
+
 @functools.cache
 def _malloc_trim():
     try:

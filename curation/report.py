@@ -235,6 +235,10 @@ def format_summary(manifest: dict[str, Any], *, max_groups: int = 30) -> str:
     if stages:  # a stage reused from the stage store says so instead of its (near-zero) time
         head += ["", "stage seconds: " + ", ".join(
             f"{k}=reused" if st.get("reused") else f"{k}={st['seconds']:.1f}" for k, st in stages.items())]
+        peaks = {k: st["peak_rss_gb"] for k, st in stages.items() if st.get("peak_rss_gb") is not None}
+        if peaks:  # the building process's own memory (Ray workers are other processes)
+            head += ["peak memory of the building process (GB): "
+                     + ", ".join(f"{k}={v:.2f}" for k, v in peaks.items())]
     return "\n".join(head)
 
 

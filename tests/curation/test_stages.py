@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from curation.stages import StageStore, remove_stale_tmp, stage_key, tmp_name
@@ -117,3 +118,32 @@ def test_a_missing_model_fails_before_any_stage_runs(tmp_path, evals_sample):
     assert not (tmp_path / "out").exists()  # nothing read, nothing written
     with pytest.raises(curation.InvalidParameterError, match=r"embed.model='hashing:abc'"):
         curation.build({**recipe, "embed": {"model": "hashing:abc"}})
+
+
+def test_each_stage_records_its_own_peak_memory_and_a_reused_stage_none(tmp_path, evals_sample, monkeypatch):
+    """A stage that holds 300 MB shows it in its own ``peak_rss_gb`` only: the peak is reset
+    before each stage, so the next stage's peak does not inherit it. The summary prints them."""
+    import curation
+    import curation.pipeline
+    from curation.report import format_summary
+
+    cluster = curation.pipeline.cluster
+
+    def cluster_holding_300mb(*args, **kwargs):
+        held = np.ones(300 * 2**20 // 8)  # touched: resident
+        labels, facts = cluster(*args, **kwargs)
+        del held
+        return labels, facts
+
+    monkeypatch.setattr(curation.pipeline, "cluster", cluster_holding_300mb)
+    recipe = {"name": "peaks", "sources": [{"name": "e", "kind": "files", "path": str(evals_sample), "text": "text"}],
+              "embed": {"model": "hashing"}, "cluster": {"k": 4}, "select": {"method": "random", "budget": 5},
+              "output": {"root": str(tmp_path / "out")}}
+    stages = curation.build(recipe).manifest["stages"]
+    peaks = {k: st["peak_rss_gb"] for k, st in stages.items()}
+    assert set(peaks) == {"ingest", "embed", "cluster", "select"}
+    assert peaks["cluster"] - max(peaks["embed"], peaks["select"]) > 0.25
+    again = curation.build({**recipe, "select": {"method": "random", "budget": 6}})
+    assert "peak_rss_gb" not in again.manifest["stages"]["cluster"]  # reused: nothing ran
+    assert "peak_rss_gb" in again.manifest["stages"]["select"]
+    assert "peak memory of the building process (GB): select=" in format_summary(again.manifest)
