@@ -518,7 +518,7 @@ def _timings_section(page: _Page, m: Mapping[str, Any]) -> str:
                                 xlabel="stage", ylabel="seconds"), "timings-chart", height=280),
              _table([{k: ("yes" if v else "") if k == "reused" else ("" if v is None else v) for k, v in r.items()}
                      for r in rows])]
-    if len(rows[0]) == 4:
+    if "peak memory (GB)" in rows[0]:
         parts.append("<p>Peak memory: the building process's largest resident set while the stage ran "
                      "(work on Ray workers runs in other processes and is not in it).</p>")
     return _section("timings", "Stage timings", parts)

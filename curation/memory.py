@@ -23,6 +23,9 @@ Linux's page cache is shared between the two, so reads through the mapping see t
 Arrays not backed by a memory map (in memory, or a fake in a test) are read the same way;
 releasing them does nothing.
 
+:func:`reset_peak_rss` and :func:`peak_rss_bytes` measure one stage's peak resident set (Linux's
+``VmHWM``, reset through ``/proc/self/clear_refs``): the manifest records it per stage.
+
 :func:`trim_heap` returns the C heap's free pages to the OS (glibc ``malloc_trim``), which
 glibc otherwise keeps for the process's next allocations: a stage's freed temporaries would
 still count towards the next stage's peak.

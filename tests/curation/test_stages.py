@@ -147,3 +147,7 @@ def test_each_stage_records_its_own_peak_memory_and_a_reused_stage_none(tmp_path
     assert "peak_rss_gb" not in again.manifest["stages"]["cluster"]  # reused: nothing ran
     assert "peak_rss_gb" in again.manifest["stages"]["select"]
     assert "peak memory of the building process (GB): select=" in format_summary(again.manifest)
+    from curation.html_report import render_html
+
+    page = render_html(again.path.parent, again.name)
+    assert "<th>peak memory (GB)</th>" in page and "Peak memory: the building process" in page
