@@ -158,6 +158,12 @@ def test_distinct_keys_by_hash_match_numpy_unique_and_fall_back_when_hashes_coll
     monkeypatch.setattr(curation.pipeline, "key_hashes", lambda k: np.zeros(len(k), dtype=np.int64))
     first, inverse = curation.pipeline.distinct_keys(keys)  # every hash collides: sorted by the keys
     assert first.tolist() == [1, 0, 3] and np.array_equal(keys[first][inverse], keys)
+    # the check runs a block at a time: a collision only in the last block is still found
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 2)
+    monkeypatch.setattr(curation.pipeline, "key_hashes",
+                        lambda k: np.array([1, 2, 1, 3, 2, 3], dtype=np.int64))  # "a" (row 5) shares c's hash
+    first, inverse = curation.pipeline.distinct_keys(keys)
+    assert first.tolist() == [1, 0, 3] and np.array_equal(keys[first][inverse], keys)
 
 
 def test_text_keys_are_content_keys_across_batches_and_unicode():
