@@ -173,3 +173,17 @@ def test_text_keys_are_content_keys_across_batches_and_unicode():
     keys = curation.pipeline.text_keys(texts, batch=3)
     assert keys.dtype == np.dtype("S64")
     assert [k.decode() for k in keys] == [content_key(t) for t in texts]
+
+
+def test_pool_codes_and_ids_equal_numpys_across_blocks(monkeypatch):
+    """make_pool's group codes (polars' dense rank) follow np.unique's sorted names, unicode
+    included, and its ids (converted a block at a time) equal the whole column's."""
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 3)
+    groups = ["en|x", "de", "ça|ü", "東京", "<null>", "Zeta", "a b", "de", "東京", "en|x"]
+    ids = ["r1", "r22", "r333", "ü", "", "r6", "r7", "r8", "r9", "r10x"]
+    items = pl.DataFrame({"id": ids, "group": groups})
+    pool = curation.pipeline.make_pool(items, np.zeros((10, 2), np.float32), None)
+    names, codes = np.unique(np.array(groups), return_inverse=True)
+    assert pool.group_names == tuple(names.tolist()) and np.array_equal(pool.groups, codes)
+    assert pool.groups.dtype == np.int64
+    assert pool.ids.dtype == np.array(ids).dtype and pool.ids.tolist() == ids
