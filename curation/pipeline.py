@@ -446,8 +446,8 @@ def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,
 
 def string_array(col: pl.Series) -> np.ndarray:
     """A string column without nulls as a numpy ``U`` array, converted :data:`BLOCK_ROWS` rows
-    at a time: converting it whole made a Python string per row first (10M ids: ~0.6 GB more
-    at the select stage's peak)."""
+    at a time: converting it whole made a Python string per row first (10M ids: ~0.6 GB for a
+    moment, and 0.12 s against 0.07 s per 1M)."""
     width = int(col.str.len_chars().max() or 1) if len(col) else 1
     out = np.empty(len(col), dtype=f"<U{width}")
     for s in range(0, len(col), BLOCK_ROWS):
