@@ -114,7 +114,9 @@ def test_curate_deploy_registers_for_a_work_pool_and_a_process_worker_runs_it(tm
                      "text": "text"}],
         "groups": ["g"], "embed": {"model": "hashing"}, "cluster": {"k": 2},
         "select": {"method": "stratified", "budget": 10}, "output": {"root": str(tmp_path / "out")}}))
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "RAY_ADDRESS": ray_session}
+    # Prefect's worker keeps its scratch (<temp dir>/runner_storage) in a temp dir of the test's
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "RAY_ADDRESS": ray_session, "TMPDIR": str(tmp_path / "tmp")}
     prefect = str(Path(sys.executable).with_name("prefect"))
     subprocess.run([prefect, "work-pool", "create", "test-pool", "--type", "process"], env=env, check=True,
                    capture_output=True, timeout=120)
