@@ -229,7 +229,10 @@ def test_flow_served_as_a_deployment_builds_from_a_plain_json_recipe(tmp_path, a
             logs = await client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
             return await client.read_flow_run(run.id), artifacts, logs
 
-    run, artifacts, logs = asyncio.run(serve_one_run())
+    from flows.cli import runner_scratch
+
+    with runner_scratch():  # as `curate schedule` serves: Prefect's runner_storage not left in /tmp
+        run, artifacts, logs = asyncio.run(serve_one_run())
     assert run.state.type == StateType.COMPLETED, run.state
     # as Prefect users expect: the run is named after the version it made; the summary is an artifact
     assert run.name == "deployed v0001"
