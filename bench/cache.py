@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from curation.embed import EmbeddingCache  # noqa: E402
+from curation.memory import peak_rss_bytes, reset_peak_rss  # noqa: E402  (the build's own per-stage peaks)
 
 EMBEDDER = "bench-cache"
 BASE_ROWS = 4096
@@ -114,19 +115,6 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-
-def reset_peak_rss() -> None:
-    """Restart the kernel's peak-RSS counter (VmHWM) at the current RSS (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(impl: str, root: str, n_cache: int, n_query: int, dim: int, seed: int) -> None:

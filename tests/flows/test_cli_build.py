@@ -69,6 +69,8 @@ def test_build_publishes_a_complete_version(built, evals_sample):
         assert key in manifest, key
     assert manifest["seed"] == 7 and manifest["inputs"][0]["units"][0]["sha256"]
     assert set(manifest["timings"]) >= {"ingest", "embed", "cluster", "select"}
+    # each stage's peak memory of the flow's process (Prefect tasks run the stages in it)
+    assert all(0 < manifest["stages"][s]["peak_rss_gb"] < 24 for s in ("ingest", "embed", "cluster", "select"))
     assert manifest["embedding"]["embedder"].startswith("st:all-MiniLM-L6-v2@")
     pool = pl.read_parquet(evals_sample)
     assert manifest["embedding"]["embedded"] == pool["text"].n_unique()  # each distinct text once
