@@ -52,11 +52,11 @@ from curation.ingest import ROW_COL, UNIT_COL, restore_texts
 from curation.memory import peak_rss_bytes, reset_peak_rss, trim_heap
 from curation.metrics import projection_2d, selection_metrics
 from curation.progress import progress
-from curation.publish import code_version, dataset_lock, latest_version, publish_version
+from curation.publish import code_version, dataset_lock, latest_version, publish_version, write_parquet
 from curation.random import spawn
 from curation.recipe import KIND_FIELDS, Recipe, SourceConfig, load_recipe
 from curation.report import label_balance, summarize, version_delta
-from curation.report_schema import SELECTED, status_counts
+from curation.report_schema import status_counts
 from curation.secrets import redact, redact_obj
 from curation.stages import StageRun, StageStore, stage_key
 from curation.types import Pool
@@ -548,7 +548,7 @@ class Builder:
                                              reference_from_file=r.holdout is not None and r.holdout.path is not None,
                                              value_stderr=None if valued is None else valued.values()[1])
             data.write_parquet(out / "data.parquet")
-            report.write_parquet(out / "report.parquet")
+            write_parquet(report, out / "report.parquet")  # block by block: never held whole
             return {"info": selection.info}
 
         return self._run("select", Selected, sections, inputs, produce)
@@ -557,9 +557,11 @@ class Builder:
     def publish(self, selected: Selected) -> Version:
         """Write a new version of the dataset (atomically) with its manifest; returns it."""
         r = self.recipe
-        data, report = selected.data(), selected.report()
+        # the report is summarised from a scan of its stage file and streamed into the version
+        # block by block with its 2-D map: never held whole (10M rows: several GB)
+        data, report = selected.data(), pl.scan_parquet(selected.dir / "report.parquet")
         ingested, embedded, clustered = self.runs["ingest"], self.runs["embed"], self.runs["cluster"]
-        report, metrics = self._map_and_metrics(report, embedded)
+        xy, metrics = self._map_and_metrics(report, embedded)
         manifest: dict[str, Any] = {
             "name": r.name,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -590,31 +592,27 @@ class Builder:
             manifest["valuation"] = dict(self.runs["value"].facts)
         parent = latest_version(self.dataset_dir)  # under the dataset's lock: the version this one follows
         if parent is not None:
-            manifest["delta"] = version_delta(report, pl.read_parquet(self.dataset_dir / parent / "report.parquet"),
+            manifest["delta"] = version_delta(report, pl.scan_parquet(self.dataset_dir / parent / "report.parquet"),
                                               parent)
         manifest = redact_obj(manifest)  # nothing the build writes carries a secret
-        path = publish_version(Path(r.output.root) / r.name, data, report, manifest,
+        path = publish_version(Path(r.output.root) / r.name, data,
+                               lambda: with_map(selected.dir / "report.parquet", xy), manifest,
                                rows_per_shard=r.output.rows_per_shard)
         log.info("publish: %s (%d rows)", path, data.height)
         return Version(path=path, manifest=json.loads((path / "manifest.json").read_text()))
 
-    def _map_and_metrics(self, report: pl.DataFrame, embedded: Embedded) -> tuple[pl.DataFrame, dict[str, Any]]:
-        """The report with the pool's 2-D map (``map_x``, ``map_y``: the vectors' first two
-        principal axes, for the report page) and the version's diversity and balance metrics.
-
-        The pool's rows come first in the report, in the items' order, as its vectors do
-        (:func:`curation.pipeline.assemble`)."""
+    def _map_and_metrics(self, report: pl.LazyFrame, embedded: Embedded) -> tuple[np.ndarray, dict[str, Any]]:
+        """The pool's 2-D map (the vectors' first two principal axes, one row per pool row: the
+        report page's ``map_x``, ``map_y``; see :func:`with_map`) and the version's diversity and
+        balance metrics. The pool's rows come first in the report, in the items' order, as
+        its vectors do (:func:`curation.pipeline.assemble`)."""
         X = embedded.vectors()
         n = len(X)
-        xy = projection_2d(X)
-        pad = np.full(report.height - n, np.nan, dtype=np.float32)  # rows without a vector: null
-        report = report.with_columns(
-            pl.Series("map_x", np.concatenate([xy[:, 0], pad]), dtype=pl.Float32, nan_to_null=True),
-            pl.Series("map_y", np.concatenate([xy[:, 1], pad]), dtype=pl.Float32, nan_to_null=True))
-        chosen = (report["status"].head(n) == SELECTED).to_numpy()
+        # the pool rows' boolean column, read streaming: not a string per row
+        chosen = report.head(n).select("selected").collect(engine="streaming")["selected"].to_numpy()
         metrics = {"diversity": selection_metrics(X, chosen, stage_rng(self.recipe.seed, "metrics")),
                    "label_balance": label_balance(report)}
-        return report, metrics
+        return projection_2d(X), metrics
 
     def collect_garbage(self) -> list[Path]:
         """Age/size garbage collection of the stage store, keeping this build's entries."""
@@ -638,6 +636,27 @@ class Builder:
                 return self.publish(selected)
             finally:
                 self.collect_garbage()
+
+
+#: Rows of a published report's row groups: fixed, not :data:`curation.pipeline.BLOCK_ROWS`, so a
+#: version's bytes never depend on the block size the stages ran with.
+REPORT_BLOCK_ROWS = 100_000
+
+
+def with_map(report_path: Path, xy: np.ndarray, block_rows: int = REPORT_BLOCK_ROWS) -> Iterator[pl.DataFrame]:
+    """The report at ``report_path``, ``block_rows`` rows at a time, with ``map_x``/``map_y``
+    from ``xy`` (one row per pool row, the report's first rows; null on the rows after them,
+    which have no vector). Each block is read from the file when asked for, so a published
+    report streams from the stage store to the version."""
+    lf = pl.scan_parquet(report_path)
+    total, n = lf.select(pl.len()).collect().item(), len(xy)
+    for start in range(0, total, block_rows):
+        block = lf.slice(start, block_rows).collect()
+        m = max(0, min(n - start, block.height))  # rows of this block that have a vector
+        pad = np.full(block.height - m, np.nan, dtype=np.float32)
+        yield block.with_columns(*[
+            pl.Series(name, np.concatenate([xy[start : start + m, axis], pad]), dtype=pl.Float32, nan_to_null=True)
+            for axis, name in enumerate(("map_x", "map_y"))])
 
 
 def _with_progress(map_fn: MapFn, bar: Callable[[int], None]) -> MapFn:

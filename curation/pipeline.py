@@ -480,109 +480,160 @@ def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int | None = None)
     return pl.concat(parts) if parts else pl.Series("content_hash", [], dtype=pl.String)
 
 
+def _take(values: Any, rows: slice | np.ndarray) -> Any:
+    """``values[rows]`` for a numpy array, a polars Series or a list (a list gathered by hand)."""
+    if isinstance(values, (np.ndarray, pl.Series)) or isinstance(rows, slice):
+        return values[rows]
+    return [values[i] for i in rows.tolist()]
+
+
+def _gather(lf: pl.LazyFrame, rows: np.ndarray) -> pl.DataFrame:
+    """Rows ``rows`` (ascending positions) of ``lf`` with their position as ``__row_nr``, read
+    :data:`BLOCK_ROWS` rows at a time: filtering the whole scan by position read every column of
+    every row first (3M short texts: 0.12 GB more at the select stage's peak for 1,000 rows)."""
+    parts = []
+    for start in range(0, len(rows) and int(rows[-1]) + 1, BLOCK_ROWS):
+        lo, hi = np.searchsorted(rows, [start, start + BLOCK_ROWS])
+        if hi > lo:
+            parts.append(lf.slice(start, BLOCK_ROWS).with_row_index("__row_nr", offset=start)
+                         .filter(pl.col("__row_nr").is_in(rows[lo:hi])).collect())
+    return pl.concat(parts) if parts else lf.head(0).with_row_index("__row_nr").collect()
+
+
 def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Pool, selection: Selection,
              groups: Sequence[str], *, reference: pl.DataFrame | None = None, reference_from_file: bool = False,
-             value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(published rows, report rows).
+             value_stderr: np.ndarray | None = None) -> tuple[pl.DataFrame, Iterator[pl.DataFrame]]:
+    """(published rows, the report's blocks).
 
     Published rows are the selected items, in pick order, with all their source columns plus
     ``group``, ``cluster``, ``selected_rank`` and ``reason``. The report follows
-    :data:`curation.report_schema.REPORT_SCHEMA` (checked before it is returned): one row per
-    candidate with its ``status`` and ``reason_code``: pool rows (``selected``/``not_selected``,
-    or the selector's own codes), rows skipped at ingestion (``skipped``,
-    ``skipped_<ingest reason>``) and the held-out ``reference`` rows (``reference_file`` when
-    ``reference_from_file``, else ``reference_fraction``). With data values (``pool.values``)
-    the report has ``value`` and ``value_stderr`` (null where the method has no standard error).
+    :data:`curation.report_schema.REPORT_SCHEMA`: one row per candidate with its ``status`` and
+    ``reason_code``: pool rows (``selected``/``not_selected``, or the selector's own codes), rows
+    skipped at ingestion (``skipped``, ``skipped_<ingest reason>``) and the held-out
+    ``reference`` rows (``reference_file`` when ``reference_from_file``, else
+    ``reference_fraction``). With data values (``pool.values``) the report has ``value`` and
+    ``value_stderr`` (null where the method has no standard error).
+
+    The report comes as blocks to write one after another (pool rows :data:`BLOCK_ROWS` at a
+    time in the items' order, then the skipped rows, then the held-out rows), all with the same
+    columns and each checked by :func:`validate_report`; a block is made when asked for, so the
+    report is never held whole (10M rows: GBs). The blocks together are the table the pool,
+    skipped and held-out rows make concatenated diagonally (missing columns null).
 
     Raises:
-        ValueError: the report breaks the contract (a bug: see :func:`validate_report`).
+        ValueError: a report block breaks the contract (a bug: see :func:`validate_report`).
     """
     n = len(pool)
     rank = np.full(n, -1, dtype=np.int64)
     rank[selection.indices] = np.arange(len(selection.indices))
     chosen = rank >= 0
-    # the status column, and the reasons and codes of a selector without its own: one of two
-    # strings per row, picked by a polars expression (a Python string per row took 0.9 s and
-    # 0.25 GB per 3M rows)
-    def pick(if_chosen: str, otherwise: str) -> pl.Series:
-        return pl.select(pl.when(pl.lit(pl.Series(chosen))).then(pl.lit(if_chosen))
+    clusters = pool.clusters if pool.clusters is not None else np.full(n, -1)
+    stderr = value_stderr if value_stderr is not None or pool.values is None else np.full(n, np.nan)
+    own = {"cluster", "selected_rank", "reason", *(["score"] if selection.scores is not None else []),
+           *(["value", "value_stderr"] if pool.values is not None else [])}
+    extra = [c for c in selection.columns if c not in own]
+
+    def pick(rows: slice | np.ndarray, if_chosen: str, otherwise: str) -> pl.Series:
+        # one of two strings per row by a polars expression (a Python string per row took 0.9 s
+        # and 0.25 GB per 3M rows)
+        return pl.select(pl.when(pl.lit(pl.Series(chosen[rows]))).then(pl.lit(if_chosen))
                          .otherwise(pl.lit(otherwise))).to_series()
 
-    status = pick(SELECTED, NOT_SELECTED)
-    reasons = selection.reasons if selection.reasons is not None else pick("selected", "not selected")
-    codes = (pl.Series([str(c) for c in selection.reason_codes], dtype=pl.String)
-             if selection.reason_codes is not None else status)
-    clusters = pool.clusters if pool.clusters is not None else np.full(n, -1)
-    fields = pl.DataFrame({
-        "cluster": pl.Series(clusters, dtype=pl.Int64),
-        "selected_rank": pl.Series(rank, dtype=pl.Int64),
-        "reason": (reasons.alias("reason") if isinstance(reasons, pl.Series)
-                   else pl.Series([str(r) for r in reasons], dtype=pl.String)),
-    }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
-    if selection.scores is not None:
-        fields = fields.with_columns(pl.Series("score", selection.scores, dtype=pl.Float64))
-    if pool.values is not None:
-        stderr = value_stderr if value_stderr is not None else np.full(n, np.nan)
-        fields = fields.with_columns(pl.Series("value", pool.values, dtype=pl.Float64),
-                                     pl.Series("value_stderr", stderr, dtype=pl.Float64, nan_to_null=True))
-    extra = [c for c in selection.columns if c not in fields.columns]
-    for c in extra:  # NaN in a float column means "not applicable": store null
-        fields = fields.with_columns(pl.Series(c, selection.columns[c], nan_to_null=True))
-    # Memory: every row's narrow columns, but the wide ones (texts, source fields) only for the
-    # selected rows; the content hashes read the rows in batches (see content_hashes).
+    def fields(rows: slice | np.ndarray) -> pl.DataFrame:
+        """The selection's columns of pool rows ``rows``: cluster, selected_rank, reason, ..."""
+        reasons = (_take(selection.reasons, rows) if selection.reasons is not None
+                   else pick(rows, "selected", "not selected"))
+        out = pl.DataFrame({
+            "cluster": pl.Series(clusters[rows], dtype=pl.Int64),
+            "selected_rank": pl.Series(rank[rows], dtype=pl.Int64),
+            "reason": (reasons.alias("reason") if isinstance(reasons, pl.Series)
+                       else pl.Series([str(r) for r in reasons], dtype=pl.String)),
+        }).with_columns(pl.when(pl.col("selected_rank") >= 0).then(pl.col("selected_rank")).alias("selected_rank"))
+        if selection.scores is not None:
+            out = out.with_columns(pl.Series("score", _take(selection.scores, rows), dtype=pl.Float64))
+        if pool.values is not None:
+            out = out.with_columns(pl.Series("value", pool.values[rows], dtype=pl.Float64),
+                                   pl.Series("value_stderr", stderr[rows], dtype=pl.Float64, nan_to_null=True))
+        for c in extra:  # NaN in a float column means "not applicable": store null
+            out = out.with_columns(pl.Series(c, _take(selection.columns[c], rows), nan_to_null=True))
+        return out
+
+    # Memory: the wide columns (texts, source fields) only for the selected rows here; the
+    # report reads the items' narrow columns a block at a time
     lf = items.lazy()
     names = lf.collect_schema().names()
-    narrow = [c for c in ("id", "source", "group", *groups, *WHERE, "__label") if c in names]
-    full = pl.concat([lf.select(list(dict.fromkeys(narrow))).collect(), fields], how="horizontal")
-    picked = (lf.with_row_index("__row_nr").filter(pl.col("__row_nr").is_in(np.flatnonzero(chosen)))
-              .collect())
-    data = (pl.concat([picked.drop("__row_nr"), fields[picked["__row_nr"].to_numpy()]], how="horizontal")
+    picked = _gather(lf, np.flatnonzero(chosen))
+    data = (pl.concat([picked.drop("__row_nr"), fields(picked["__row_nr"].to_numpy())], how="horizontal")
             .sort("selected_rank").drop([c for c in STAGING_COLUMNS if c in names]))
     front = ["id", "source", "group", "cluster", "selected_rank", "reason"]
     data = data.select(front + [c for c in data.columns if c not in front])
 
-    base_cols = ["id", "source", "group", *[c for c in groups if c in full.columns]]
+    narrow = list(dict.fromkeys(c for c in ("id", "source", "group", *groups, *WHERE, "__label") if c in names))
+    base_cols = ["id", "source", "group", *[c for c in groups if c in names]]
 
     def where(frame: pl.DataFrame) -> list[pl.Expr]:
         return [location()] if where_columns(frame) else []
 
-    report = full.select(
-        *base_cols,
-        *where(full),
-        *([pl.col("__label").alias("label")] if "__label" in full.columns else []),
-        "cluster",
-        pl.col("selected_rank").is_not_null().alias("selected"),
-        "selected_rank",
-        *(["score"] if "score" in full.columns else []),
-        *([c for c in ("value", "value_stderr") if c in fields.columns]),
-        *extra,
-    ).with_columns(  # added here, not via ``full``, so a source column named "status" cannot collide
-        content_hashes(lf),
-        status.alias("status"),
-        codes.alias("reason_code"),
-        fields["reason"],
-    )
-    if skipped.height:
-        sk = skipped.select(
-            *[c for c in base_cols if c in skipped.columns],
-            *where(skipped),
-            pl.lit(False).alias("selected"),
-            pl.lit(SKIPPED).alias("status"),
-            (pl.lit(skipped_code("")) + pl.col("reason")).alias("reason_code"),
-            ("skipped: " + pl.col("reason")).alias("reason"),
+    def pool_block(start: int) -> pl.DataFrame:
+        rows = slice(start, min(start + BLOCK_ROWS, n))
+        part = lf.slice(start, rows.stop - start)
+        own_fields = fields(rows)
+        full = pl.concat([part.select(narrow).collect(), own_fields], how="horizontal")
+        status = pick(rows, SELECTED, NOT_SELECTED)
+        codes = (pl.Series([str(c) for c in _take(selection.reason_codes, rows)], dtype=pl.String)
+                 if selection.reason_codes is not None else status)
+        return full.select(
+            *base_cols,
+            *where(full),
+            *([pl.col("__label").alias("label")] if "__label" in full.columns else []),
+            "cluster",
+            pl.col("selected_rank").is_not_null().alias("selected"),
+            "selected_rank",
+            *(["score"] if "score" in full.columns else []),
+            *([c for c in ("value", "value_stderr") if c in own_fields.columns]),
+            *extra,
+        ).with_columns(  # added here, not via ``full``, so a source column named "status" cannot collide
+            content_hashes(part),
+            status.alias("status"),
+            codes.alias("reason_code"),
+            own_fields["reason"],
         )
-        report = pl.concat([report, sk], how="diagonal_relaxed")
-    if reference is not None and reference.height:
-        origin = pool.reference.origin if pool.reference is not None else "reference"
-        ref = reference.select(
-            *[c for c in base_cols if c in reference.columns],
-            *where(reference),
-            *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in report.columns else []),
-            pl.lit(False).alias("selected"),
-            content_hashes(reference),
-            pl.lit(REFERENCE).alias("status"),
-            pl.lit(reference_code(from_file=reference_from_file)).alias("reason_code"),
-            pl.lit(f"reference: held out of selection ({origin})").alias("reason"),
-        )
-        report = pl.concat([report, ref], how="diagonal_relaxed")
-    return data, validate_report(report)
+
+    def blocks() -> Iterator[pl.DataFrame]:
+        first = pool_block(0)  # the first block (rows 0..BLOCK_ROWS) fixes the pool rows' columns
+        rest: list[pl.DataFrame] = []
+        if skipped.height:
+            rest.append(skipped.select(
+                *[c for c in base_cols if c in skipped.columns],
+                *where(skipped),
+                pl.lit(False).alias("selected"),
+                pl.lit(SKIPPED).alias("status"),
+                (pl.lit(skipped_code("")) + pl.col("reason")).alias("reason_code"),
+                ("skipped: " + pl.col("reason")).alias("reason"),
+            ))
+        if reference is not None and reference.height:
+            origin = pool.reference.origin if pool.reference is not None else "reference"
+            rest.append(reference.select(
+                *[c for c in base_cols if c in reference.columns],
+                *where(reference),
+                *([pl.col("__label").alias("label")] if "__label" in reference.columns and "label" in first.columns
+                  else []),
+                pl.lit(False).alias("selected"),
+                content_hashes(reference),
+                pl.lit(REFERENCE).alias("status"),
+                pl.lit(reference_code(from_file=reference_from_file)).alias("reason_code"),
+                pl.lit(f"reference: held out of selection ({origin})").alias("reason"),
+            ))
+        # every block gets the columns and types of all of them concatenated diagonally
+        shape = pl.concat([first.head(0), *(r.head(0) for r in rest)], how="diagonal_relaxed")
+
+        def fit(block: pl.DataFrame) -> pl.DataFrame:
+            return validate_report(pl.concat([shape, block], how="diagonal_relaxed"))
+
+        yield fit(first)
+        for start in range(BLOCK_ROWS, n, BLOCK_ROWS):
+            yield fit(pool_block(start))
+        for r in rest:
+            yield fit(r)
+
+    return data, blocks()

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -153,25 +153,46 @@ def code_version() -> str:
 META_DATASET, META_VERSION, META_RECIPE = b"curation.dataset", b"curation.version", b"curation.recipe_sha256"
 
 
-def _write_parquet(df: pl.DataFrame, path: Path, stamp: dict[bytes, bytes] | None = None) -> int:
-    """Write ``df``; returns its row count. Fixed writer settings and no wall-clock metadata:
-    identical tables with the same stamp give identical bytes."""
-    table = df.to_arrow()
-    if stamp:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
-    pq.write_table(table, path, compression="zstd", write_statistics=True)
-    return table.num_rows
+def write_parquet(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path,
+                   stamp: dict[bytes, bytes] | None = None) -> int:
+    """Write ``frames`` (one frame, or blocks of one table written one after another as row
+    groups, so a large report is never held whole); returns the row count. Fixed writer
+    settings and no wall-clock metadata: identical tables with the same stamp give identical
+    bytes.
+
+    Raises:
+        ValueError: a block's columns differ from the first block's.
+    """
+    writer, rows = None, 0
+    try:
+        for df in [frames] if isinstance(frames, pl.DataFrame) else frames:
+            table = df.to_arrow()
+            if stamp:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
+            if writer is None:  # what pq.write_table(table, path, ...) does, one block at a time
+                writer = pq.ParquetWriter(path, table.schema, compression="zstd", write_statistics=True)
+            writer.write_table(table)
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError(f"nothing to write to {path.name}: no blocks")
+    return rows
 
 
 def publish_version(
     dataset_dir: str | os.PathLike,
     data: pl.DataFrame,
-    report: pl.DataFrame,
+    report: pl.DataFrame | Callable[[], Iterable[pl.DataFrame]],
     manifest: dict[str, Any],
     *,
     rows_per_shard: int = 100_000,
 ) -> Path:
     """Write a new version atomically and point LATEST at it; returns the version directory.
+
+    ``report`` is the report table, or a function returning its blocks in order (called once
+    per attempt), so a report larger than memory streams from its stage file to the version.
 
     ``manifest`` gets ``version``, ``parent`` (the version LATEST named before) and ``files``
     (sha256, bytes and, for Parquet, rows of every file, which :func:`check_version` checks)
@@ -198,8 +219,9 @@ def publish_version(
             n_shards = max(1, -(-data.height // rows_per_shard))
             for i in range(n_shards):
                 rel = f"data/part-{i:05d}.parquet"
-                rows[rel] = _write_parquet(data.slice(i * rows_per_shard, rows_per_shard), tmp / rel, stamp)
-            rows["report.parquet"] = _write_parquet(report, tmp / "report.parquet", stamp)
+                rows[rel] = write_parquet(data.slice(i * rows_per_shard, rows_per_shard), tmp / rel, stamp)
+            rows["report.parquet"] = write_parquet(report if isinstance(report, pl.DataFrame) else report(),
+                                                    tmp / "report.parquet", stamp)
             files = {}
             for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 rel = f.relative_to(tmp).as_posix()

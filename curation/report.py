@@ -39,24 +39,41 @@ from curation.report_schema import POOL_STATUSES, REFERENCE, SELECTED, SKIPPED, 
 _fmt = format_value  # the old name, kept for callers
 
 
-def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: float | None = None,
+def _collect(*frames: pl.LazyFrame) -> list[pl.DataFrame]:
+    """``frames`` computed with polars' streaming engine in one pass where they share a scan: a
+    report given as a scan of its file is summarised without loading it (10M rows: GBs)."""
+    return pl.collect_all(list(frames), engine="streaming")
+
+
+def summarize(report: pl.DataFrame | pl.LazyFrame, *, budget: int, k: int | None, silhouette: float | None = None,
               targets: dict[str, int] | None = None) -> dict[str, Any]:
     """Summary tables (lists of row dicts) from a report table, by ``status`` and ``reason_code``.
 
     ``targets`` (the selector's per-group quotas, when it has them) adds each group's ``target``
     count and ``target_share``, so the groups table shows pool, target and selected side by side.
+    ``report`` may be a LazyFrame (a scan of ``report.parquet``): only small results are loaded.
     """
-    usable = report.filter(pl.col("status").is_in(POOL_STATUSES))
-    pool_n = usable.height
-    sel_n = int((report["status"] == SELECTED).sum())
+    lf = report.lazy()
+    is_sel = pl.col("status") == SELECTED
     # with data values: which groups the model's accuracy depends on (total and mean value)
-    valued = ["value_total", "value_mean"] if "value" in report.columns else []
+    valued = ["value_total", "value_mean"] if "value" in lf.collect_schema().names() else []
+    per_group_q = (lf.filter(pl.col("status").is_in(POOL_STATUSES)).group_by("group")
+                   .agg(pl.len().alias("pool"), is_sel.sum().alias("selected"),
+                        *([pl.col("value").sum().alias("value_total"), pl.col("value").mean().alias("value_mean")]
+                          if valued else [])))
+    totals, covered, skipped, *per_group = _collect(
+        lf.select(pl.col("status").is_in(POOL_STATUSES).sum().alias("pool"), is_sel.sum().alias("selected"),
+                  (pl.col("status") == REFERENCE).sum().alias("reference")),
+        lf.filter(is_sel).select(pl.col("cluster").n_unique().alias("covered")),
+        lf.filter(pl.col("status") == SKIPPED).group_by("reason_code").agg(pl.len().alias("rows")),
+        *([] if valued else [per_group_q]),
+    )
+    # float sums on the streaming engine add in an order that may vary from run to run: values
+    # are summed by the in-memory engine (only these three columns are read), as they always were
+    per_group = per_group[0] if per_group else per_group_q.collect()
+    pool_n, sel_n, ref_n = (int(totals[c][0] or 0) for c in ("pool", "selected", "reference"))
     groups = (
-        usable.group_by("group")
-        .agg(pl.len().alias("pool"), (pl.col("status") == SELECTED).sum().alias("selected"),
-             *([pl.col("value").sum().alias("value_total"), pl.col("value").mean().alias("value_mean")]
-               if valued else []))
-        .with_columns(
+        per_group.with_columns(
             (pl.col("pool") / max(pool_n, 1)).round(4).alias("pool_share"),
             (pl.col("selected") / max(sel_n, 1)).round(4).alias("selected_share"),
         )
@@ -69,21 +86,17 @@ def summarize(report: pl.DataFrame, *, budget: int, k: int | None, silhouette: f
             pl.col("group").replace_strict(targets, default=None, return_dtype=pl.Int64).alias("target"),
         ).with_columns((pl.col("target") / total).round(4).alias("target_share")).select(
             "group", "pool", "pool_share", "target", "target_share", "selected", "selected_share", *valued)
-    covered = report.filter(pl.col("status") == SELECTED)["cluster"].n_unique() if sel_n else 0
-    skipped = (
-        report.filter(pl.col("status") == SKIPPED)
-        .group_by("reason_code").agg(pl.len().alias("rows")).sort("reason_code")
-    )
+    covered_n = int(covered["covered"][0]) if sel_n else 0
     return {
         "budget": {
             "budget": budget,
             "selected": sel_n,
             "pool": pool_n,
             "budget_used": round(sel_n / budget, 4) if budget else 0.0,
-            "reference": int((report["status"] == REFERENCE).sum()),
-            "skipped": {r["reason_code"]: r["rows"] for r in skipped.to_dicts()},
+            "reference": ref_n,
+            "skipped": {r["reason_code"]: r["rows"] for r in skipped.sort("reason_code").to_dicts()},
         },
-        "clusters": {"k": k, "covered": covered, "coverage": round(covered / k, 4) if k else None,
+        "clusters": {"k": k, "covered": covered_n, "coverage": round(covered_n / k, 4) if k else None,
                      "silhouette": None if silhouette is None else round(silhouette, 4)},
         "groups": groups.to_dicts(),
     }
@@ -134,56 +147,67 @@ def format_table(rows: Sequence[dict[str, Any]] | pl.DataFrame, *, max_rows: int
 DELTA_EXAMPLES = 5  # ids listed per kind of change in the manifest (the full lists are a SQL join away)
 
 
-def version_delta(report: pl.DataFrame, parent_report: pl.DataFrame, parent: str) -> dict[str, Any]:
+def version_delta(report: pl.DataFrame | pl.LazyFrame, parent_report: pl.DataFrame | pl.LazyFrame,
+                  parent: str) -> dict[str, Any]:
     """What changed since ``parent``: candidates (pool and reference rows, not skipped ones)
     added, removed and changed (same id, different ``content_hash``), in total, per source and
     per group, with a few example ids of each. A parent report without ``content_hash`` (made
     before it existed) gives added and removed only (``changed`` is None).
-    """
-    keep = pl.col("status") != SKIPPED
-    cols = ["id", "source", "group", *(["content_hash"] if "content_hash" in report.columns else [])]
-    cur = report.filter(keep).select(cols)
-    old_cols = [c for c in cols if c in parent_report.columns]
-    old = (parent_report.filter(keep) if "status" in parent_report.columns else parent_report).select(old_cols)
-    added = cur.join(old.select("id"), on="id", how="anti")
-    removed = old.join(cur.select("id"), on="id", how="anti")
-    comparable = "content_hash" in cur.columns and "content_hash" in old.columns
-    changed = None
-    if comparable:
-        both = cur.join(old.select("id", pl.col("content_hash").alias("old_hash")), on="id")
-        changed = both.filter(pl.col("content_hash") != pl.col("old_hash"))
-    parts = {"added": added, "removed": removed, **({"changed": changed} if changed is not None else {})}
 
-    def by(column: str) -> dict[str, dict[str, int]]:
+    Either report may be a LazyFrame (a scan of its file): the joins run on polars' streaming
+    engine and only counts and examples are loaded.
+    """
+    cur_lf, old_lf = report.lazy(), parent_report.lazy()
+    cur_names, old_names = cur_lf.collect_schema().names(), old_lf.collect_schema().names()
+    keep = pl.col("status") != SKIPPED
+    cols = ["id", "source", "group", *(["content_hash"] if "content_hash" in cur_names else [])]
+    cur = cur_lf.filter(keep).select(cols)
+    old = (old_lf.filter(keep) if "status" in old_names else old_lf).select([c for c in cols if c in old_names])
+    parts = {"added": cur.join(old.select("id"), on="id", how="anti"),
+             "removed": old.join(cur.select("id"), on="id", how="anti")}
+    comparable = "content_hash" in cur_names and "content_hash" in old_names
+    if comparable:
+        parts["changed"] = (cur.join(old.select("id", pl.col("content_hash").alias("old_hash")), on="id")
+                            .filter(pl.col("content_hash") != pl.col("old_hash")))
+    kinds = list(parts)
+    results = iter(_collect(*[q for df in parts.values() for q in (
+        df.group_by("source").len(), df.group_by("group").len(),
+        df.select(pl.col("id").sort().head(DELTA_EXAMPLES)))]))
+    per_source, per_group, examples = {}, {}, {}
+    for kind in kinds:
+        per_source[kind], per_group[kind], examples[kind] = next(results), next(results), next(results)
+
+    def by(counts: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for kind, df in parts.items():
-            for key, n in df.group_by(column).len().iter_rows():
-                out.setdefault(str(key), dict.fromkeys(parts, 0))[kind] = int(n)
+        for kind, df in counts.items():
+            for key, n in df.iter_rows():
+                out.setdefault(str(key), dict.fromkeys(kinds, 0))[kind] = int(n)
         return dict(sorted(out.items()))
 
+    totals = {kind: int(df["len"].sum()) for kind, df in per_source.items()}
     return {"parent": parent,
-            **{kind: (df.height if df is not None else None) for kind, df in
-               {"added": added, "removed": removed, "changed": changed}.items()},
-            "by_source": by("source"), "by_group": by("group"),
-            "examples": {kind: df["id"].sort().head(DELTA_EXAMPLES).to_list() for kind, df in parts.items()}}
+            **{kind: totals.get(kind) for kind in ("added", "removed", "changed")},
+            "by_source": by(per_source), "by_group": by(per_group),
+            "examples": {kind: df["id"].to_list() for kind, df in examples.items()}}
 
 
-def label_balance(report: pl.DataFrame) -> list[dict[str, Any]]:
+def label_balance(report: pl.DataFrame | pl.LazyFrame) -> list[dict[str, Any]]:
     """Per group, how the selected rows spread over labels: how many labels the group has in
     the pool and in the selection, and the most common label's share of each (1.0: one label
-    only). Empty when the report has no ``label`` column."""
-    if "label" not in report.columns:
+    only). Empty when the report has no ``label`` column. ``report`` may be a LazyFrame."""
+    lf = report.lazy()
+    if "label" not in lf.collect_schema().names():
         return []
-    pool = report.filter(pl.col("status").is_in(POOL_STATUSES)).with_columns(pl.col("label").cast(pl.String))
+    pool = lf.filter(pl.col("status").is_in(POOL_STATUSES)).with_columns(pl.col("label").cast(pl.String))
+    pool_counts, sel_counts = _collect(pool.group_by("group", "label").len(),
+                                       pool.filter(pl.col("status") == SELECTED).group_by("group", "label").len())
 
-    def per_group(df: pl.DataFrame, tag: str) -> pl.DataFrame:
-        counts = df.group_by("group", "label").len()
+    def per_group(counts: pl.DataFrame, tag: str) -> pl.DataFrame:
         return counts.group_by("group").agg(pl.len().alias(f"{tag}_labels"),
                                             (pl.col("len").max() / pl.col("len").sum()).round(4)
                                             .alias(f"{tag}_top_label_share"))
 
-    out = per_group(pool, "pool").join(per_group(pool.filter(pl.col("status") == SELECTED), "selected"),
-                                       on="group", how="left")
+    out = per_group(pool_counts, "pool").join(per_group(sel_counts, "selected"), on="group", how="left")
     return out.sort("group").to_dicts()
 
 

@@ -133,11 +133,12 @@ def validate_report(report: pl.DataFrame) -> pl.DataFrame:
     return report
 
 
-def status_counts(report: pl.DataFrame) -> dict[str, int]:
-    """``candidates``, ``pool`` (selected + not selected), and one count per status (the manifest's ``counts``)."""
-    per = dict(report.group_by("status").len().iter_rows())
+def status_counts(report: pl.DataFrame | pl.LazyFrame) -> dict[str, int]:
+    """``candidates``, ``pool`` (selected + not selected), and one count per status (the manifest's
+    ``counts``). A LazyFrame (a scan of ``report.parquet``) is counted streaming, without loading it."""
+    per = dict(report.lazy().group_by("status").len().collect(engine="streaming").iter_rows())
     counts = {s: int(per.get(s, 0)) for s in STATUSES}
-    return {"candidates": report.height, "pool": counts[SELECTED] + counts[NOT_SELECTED],
+    return {"candidates": int(sum(per.values())), "pool": counts[SELECTED] + counts[NOT_SELECTED],
             "selected": counts[SELECTED], "not_selected": counts[NOT_SELECTED],
             "reference": counts[REFERENCE], "skipped": counts[SKIPPED]}
 

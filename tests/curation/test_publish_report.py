@@ -11,8 +11,8 @@ import pytest
 
 from curation.exceptions import CurationError
 from curation.publish import latest_version, list_versions, publish_version, resolve_version, verify_version
-from curation.report import format_table, query, summarize
-from curation.report_schema import validate_report
+from curation.report import format_table, query, summarize, version_delta
+from curation.report_schema import status_counts, validate_report
 
 
 def report_frame():
@@ -83,14 +83,50 @@ def test_resolve_version_errors(tmp_path):
         resolve_version(tmp_path / "ds", "v0009")
 
 
-def test_summary_counts_groups_clusters_and_skips():
-    s = summarize(report_frame(), budget=2, k=3)
+@pytest.fixture(params=["loaded", "scanned"])
+def report_as(request, tmp_path):
+    """The report as a loaded frame, or as a lazy scan of its file (how a build summarises it)."""
+    def make(frame: pl.DataFrame):
+        if request.param == "loaded":
+            return frame
+        path = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.parquet"
+        frame.write_parquet(path)
+        return pl.scan_parquet(path)
+    return make
+
+
+def test_summary_counts_groups_clusters_and_skips(report_as):
+    s = summarize(report_as(report_frame()), budget=2, k=3)
     assert s["budget"] == {"budget": 2, "selected": 2, "pool": 4, "budget_used": 1.0, "reference": 1,
                            "skipped": {"skipped_null_text": 1}}
     assert s["clusters"] == {"k": 3, "covered": 2, "coverage": round(2 / 3, 4), "silhouette": None}
     groups = {g["group"]: g for g in s["groups"]}
     assert groups["x"] == {"group": "x", "pool": 3, "pool_share": 0.75, "selected": 1, "selected_share": 0.5}
     assert groups["y"]["pool"] == 1 and groups["y"]["selected"] == 1
+    assert status_counts(report_as(report_frame())) == {"candidates": 6, "pool": 4, "selected": 2,
+                                                         "not_selected": 2, "reference": 1, "skipped": 1}
+
+
+def test_version_delta_counts_added_removed_and_changed_rows(report_as):
+    old = report_frame().with_columns(content_hash=pl.Series(["h"] * 6))
+    # b left, g came, c changed; the skipped row d counts for neither version
+    new = pl.concat([old.filter(pl.col("id") != "b"), old.filter(pl.col("id") == "e").with_columns(id=pl.lit("g"))]
+                    ).with_columns(content_hash=pl.when(pl.col("id") == "c").then(pl.lit("h2")).otherwise("content_hash"))
+    d = version_delta(report_as(new), report_as(old), "v0001")
+    assert (d["added"], d["removed"], d["changed"]) == (1, 1, 1)
+    assert d["by_group"] == {"x": {"added": 1, "removed": 1, "changed": 0}, "y": {"added": 0, "removed": 0, "changed": 1}}
+    assert d["examples"] == {"added": ["g"], "removed": ["b"], "changed": ["c"]}
+    no_hash = version_delta(report_as(new), report_as(old.drop("content_hash")), "v0001")
+    assert no_hash["changed"] is None and "changed" not in no_hash["examples"]
+
+
+def test_a_report_published_in_blocks_is_the_table_published_whole(tmp_path):
+    data = pl.DataFrame({"id": ["a", "c"]})
+    whole = publish_version(tmp_path / "whole", data, report_frame(), {"name": "ds"})
+    blocks = publish_version(tmp_path / "blocks", data, lambda: iter(report_frame().iter_slices(2)), {"name": "ds"})
+    assert pl.read_parquet(blocks / "report.parquet").equals(pl.read_parquet(whole / "report.parquet"))
+    assert pq.ParquetFile(blocks / "report.parquet").num_row_groups == 3
+    assert verify_version(blocks) == []
 
 
 def test_sql_over_report_and_selected(tmp_path):

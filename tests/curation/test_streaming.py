@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 import connectors.files
@@ -187,3 +188,33 @@ def test_pool_codes_and_ids_equal_numpys_across_blocks(monkeypatch):
     assert pool.group_names == tuple(names.tolist()) and np.array_equal(pool.groups, codes)
     assert pool.groups.dtype == np.int64
     assert pool.ids.dtype == np.array(ids).dtype and pool.ids.tolist() == ids
+
+
+def test_a_report_assembled_in_tiny_blocks_with_skipped_and_held_out_rows_publishes_the_same_bytes(
+        tmp_path, evals_sample, monkeypatch):
+    """The select stage writes its report a block at a time and publishing streams it with the
+    2-D map: pool rows in blocks of 3, then the skipped rows, then the held-out ones, make the
+    version one whole block makes."""
+    row = pl.int_range(pl.len())
+    df = pl.read_parquet(evals_sample).head(80).with_columns(  # two rows skipped at ingestion
+        pl.when(row == 3).then(None).when(row == 8).then(pl.lit("   ")).otherwise(pl.col("text")).alias("text"))
+    pool = tmp_path / "pool.parquet"
+    df.write_parquet(pool)
+
+    def build(root):
+        r = recipe(root, pool)
+        r["select"] = {"method": "kmq", "budget": 20}
+        return curation.build(r)
+
+    whole = build(tmp_path / "whole")
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 3)
+    tiny = build(tmp_path / "tiny")
+    assert shard_bytes(tiny) == shard_bytes(whole)
+    counts = tiny.manifest["counts"]
+    assert counts["skipped"] == 2 and counts["reference"] == 8 and counts["selected"] == 20
+    assert tiny.manifest["summary"] == whole.manifest["summary"]
+    # the stage's report really was written in blocks: one per 3 pool rows, skipped, held out
+    stage = tmp_path / "tiny/.stages/select" / tiny.manifest["stages"]["select"]["key"] / "report.parquet"
+    assert pq.ParquetFile(stage).num_row_groups == -(-counts["pool"] // 3) + 2
+    report = tiny.report()
+    assert report.height == counts["candidates"] and report["map_x"].null_count() == 10  # no vector: no map

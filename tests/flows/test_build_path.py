@@ -121,16 +121,17 @@ def test_sigkill_after_cluster_then_rerun_reuses_finished_stages(tmp_path, ray_s
 
 
 # run `curate build` in a process that SIGKILLs itself once the version's report is written,
-# i.e. in the middle of publishing (shards and report written, manifest and rename not yet)
+# i.e. in the middle of publishing (shards and report written, manifest and rename not yet);
+# the select stage writes its report.parquet with the same function, into the stage store
 DIE_WHILE_PUBLISHING = """
 import os, signal, sys
 import curation.publish as publish
-write = publish._write_parquet
+write = publish.write_parquet
 def write_then_die(df, path, *stamp):
     write(df, path, *stamp)
-    if path.name == "report.parquet":
+    if path.name == "report.parquet" and ".stages" not in path.parts:
         os.kill(os.getpid(), signal.SIGKILL)
-publish._write_parquet = write_then_die
+publish.write_parquet = write_then_die
 from flows.cli import main
 sys.exit(main(["build", sys.argv[1]]))
 """
