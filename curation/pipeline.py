@@ -576,9 +576,9 @@ def assemble(items: pl.DataFrame | pl.LazyFrame, skipped: pl.DataFrame, pool: Po
 
     def pool_block(start: int) -> pl.DataFrame:
         rows = slice(start, min(start + BLOCK_ROWS, n))
-        part = lf.slice(start, rows.stop - start)
+        part = lf.slice(start, rows.stop - start).collect()  # read once: narrow columns and hashes
         own_fields = fields(rows)
-        full = pl.concat([part.select(narrow).collect(), own_fields], how="horizontal")
+        full = pl.concat([part.select(narrow), own_fields], how="horizontal")
         status = pick(rows, SELECTED, NOT_SELECTED)
         codes = (pl.Series([str(c) for c in _take(selection.reason_codes, rows)], dtype=pl.String)
                  if selection.reason_codes is not None else status)

@@ -154,7 +154,7 @@ META_DATASET, META_VERSION, META_RECIPE = b"curation.dataset", b"curation.versio
 
 
 def write_parquet(frames: pl.DataFrame | Iterable[pl.DataFrame], path: Path,
-                   stamp: dict[bytes, bytes] | None = None) -> int:
+                  stamp: dict[bytes, bytes] | None = None) -> int:
     """Write ``frames`` (one frame, or blocks of one table written one after another as row
     groups, so a large report is never held whole); returns the row count. Fixed writer
     settings and no wall-clock metadata: identical tables with the same stamp give identical
