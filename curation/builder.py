@@ -392,40 +392,47 @@ class Builder:
 
         def produce(out: Path) -> dict[str, Any]:
             parts, unreadable = [], []
-            for src, conn in conns:
-                try:
-                    parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups,
-                                                      connector_skipped=conn.skipped))
-                except OSError as exc:  # network or storage trouble (ConnectionError, TimeoutError, ...)
-                    if not _transient(exc):  # a file gone since the check will not come back
-                        raise
-                    raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
-                                          f"{type(exc).__name__}: {redact(str(exc))}") from exc
-                # rows no connector could decode: no id, but their source and location
-                unreadable += [{"source": src.name, "reason": s["reason"], UNIT_COL: s["unit"], ROW_COL: s["row"]}
-                               for s in conn.skipped_rows]
-            items, skipped = pipeline.merge_sources(parts)
-            if unreadable:
-                skipped = pl.concat([skipped, pl.DataFrame(unreadable, schema={
-                    "source": pl.String, "reason": pl.String, UNIT_COL: pl.Categorical, ROW_COL: pl.Int64})],
-                    how="diagonal_relaxed")
-            held = None
-            if ref is not None and ref.fraction is not None:
-                items, held = holdout.split_fraction(items, ref.fraction, rng=stage_rng(r.seed, "holdout"))
-            elif ref_conn is not None:
-                src, conn = ref_conn
-                held, _ = pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped)
-                if src.id is None:  # content-hash ids: the same id is the same text
-                    items, dropped = holdout.drop_overlap(items, held)
-                    skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
-            # uncompressed and without column statistics: a stage file is a local cache read soon
-            # and often, never filtered by statistics, and zstd would make writing it most of this
-            # stage's time (1M short texts: 0.8 s against 0.25 s)
-            for table, name in ((items, "items"), (skipped, "skipped"), (held, "reference")):
+            # the items go to disk batch by batch; the id rules and the held-out split work on
+            # their key frames (pipeline.ItemParts), and the kept rows are written at the end
+            with pipeline.ItemParts(out) as sink:
+                for src, conn in conns:
+                    try:
+                        parts.append(pipeline.read_source(conn.iter_batches(), src, r.groups,
+                                                          connector_skipped=conn.skipped, sink=sink))
+                    except OSError as exc:  # network or storage trouble (ConnectionError, TimeoutError, ...)
+                        if not _transient(exc):  # a file gone since the check will not come back
+                            raise
+                        raise SourceReadError(f"ingest: reading source {src.name!r} failed: "
+                                              f"{type(exc).__name__}: {redact(str(exc))}") from exc
+                    # rows no connector could decode: no id, but their source and location
+                    unreadable += [{"source": src.name, "reason": s["reason"], UNIT_COL: s["unit"], ROW_COL: s["row"]}
+                                   for s in conn.skipped_rows]
+                keys, skipped = pipeline.merge_sources(parts)
+                if unreadable:
+                    skipped = pl.concat([skipped, pl.DataFrame(unreadable, schema={
+                        "source": pl.String, "reason": pl.String, UNIT_COL: pl.Categorical, ROW_COL: pl.Int64})],
+                        how="diagonal_relaxed")
+                held = held_keys = None
+                if ref is not None and ref.fraction is not None:
+                    keys, held_keys = holdout.split_fraction(keys, ref.fraction, rng=stage_rng(r.seed, "holdout"))
+                elif ref_conn is not None:
+                    src, conn = ref_conn
+                    held, _ = pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped)
+                    if src.id is None:  # content-hash ids: the same id is the same text
+                        keys, dropped = holdout.drop_overlap(keys, held)
+                        skipped = pl.concat([skipped, dropped.drop(pipeline.POS)], how="diagonal_relaxed")
+                # uncompressed and without column statistics: a stage file is a local cache read
+                # soon and often, never filtered by statistics, and zstd would make writing it most
+                # of this stage's time (1M short texts: 0.8 s against 0.25 s)
+                sink.finish(out / "items.parquet", keys[pipeline.POS].to_numpy(),
+                            None if held_keys is None else held_keys[pipeline.POS].to_numpy(),
+                            out / "reference.parquet")
+            for table, name in ((skipped, "skipped"), (held, "reference")):
                 if table is not None:
                     table.write_parquet(out / f"{name}.parquet", compression="uncompressed", statistics=False)
-            return {"rows": items.height, "skipped_rows": skipped.height,
-                    "reference_rows": 0 if held is None else held.height, "inputs": inputs}
+            rows, held_rows = keys.height, (held.height if held is not None
+                                            else 0 if held_keys is None else held_keys.height)
+            return {"rows": rows, "skipped_rows": skipped.height, "reference_rows": held_rows, "inputs": inputs}
 
         return self._run("ingest", Ingested, sections, {}, produce)
 
