@@ -121,8 +121,8 @@ class ItemParts:
         self.rows += items.height
         return keys
 
-    def _submit(self, fn: Callable, *args: Any) -> None:
-        self._futures.append(self._pool.submit(fn, *args))
+    def _submit(self, fn: Callable[[], Any]) -> None:
+        self._futures.append(self._pool.submit(fn))
         while len(self._futures) > self.pending:  # bounded: at most `pending` batches wait
             self._futures.pop(0).result()
 
