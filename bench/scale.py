@@ -15,13 +15,14 @@ serial number, so every text is distinct) and each embedder, in one run:
   Parquet write of the selected rows (publish's floor). Each stage's ratio to its floor is
   printed: ingest's target is <= 3x, embed's >= 0.9x of the raw throughput (a ratio <= 1.11);
 * **``curate build`` against ``curation.build``** at ``--cli-size`` (the CLI's fixed costs:
-  imports, Prefect's temporary server; Ray is not started for light embedders on one machine):
-  wall clock of each, the ratio, and the process tree's peak RSS sampled with psutil, once with
-  the build's own temporary Prefect server and once against a running one (``PREFECT_API_URL``,
-  as a scheduled job or a deployment's worker runs it); then a
+  imports, Prefect's flow engine and server; Ray is not started for light embedders on one
+  machine): wall clock of each, the ratio, and the process tree's peak RSS sampled with psutil,
+  three ways: in process (no ``PREFECT_API_URL``, a one-off build's default), as a flow run on a
+  running Prefect server (``PREFECT_API_URL``, as a scheduled job or a deployment's worker runs
+  it), and as a flow run on its own temporary server (``--prefect`` without a server); then a
   **cached rebuild** (``curate build --force`` over a finished build of ``--rebuild-size``
-  rows: every stage reused), whose wall time beyond its stage work is the fixed cost, and the
-  temporary Prefect server's start-up measured on its own;
+  rows: every stage reused) in process and with ``--prefect``, whose wall time beyond its stage
+  work is the fixed cost, and the temporary Prefect server's start-up measured on its own;
 * **truncated KNN-Shapley** (ε = 0.01) of ``--value-size`` rows against ``--validation``
   held-out rows through the library build (the value stage reading the memory-mapped vectors),
   against ``knn_shapley`` alone on the same vectors.
@@ -153,7 +154,8 @@ def tree_rss_peak(pid: int, stop: threading.Event, out: list[float]) -> None:
 
 def cli_build(r: dict, work: Path, *args: str, api_url: str | None = None) -> tuple[float, float, dict]:
     """(wall seconds, process tree peak RSS GB, manifest) of `curate build` (Ray if a stage needs
-    it; its own temporary Prefect server unless ``api_url`` names a running one)."""
+    it; a flow run on the server ``api_url`` names, else in process unless ``args`` say
+    ``--prefect``)."""
     import yaml
 
     (work / "r.yaml").write_text(yaml.safe_dump(r))
@@ -242,21 +244,24 @@ def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[d
         load0 = os.getloadavg()[0]
         lib_s, lib_manifest, _ = library_build(recipe(pool, tmp / f"cmp-lib-{model}", model))
         lib_work = sum(v["seconds"] for v in lib_manifest["stages"].values())
-        for server in ("temporary", "running"):  # running: a scheduled job's case (PREFECT_API_URL)
-            work = tmp / f"cli-{model}-{server}"
+        # in process: no PREFECT_API_URL, a one-off build's default; running server: a scheduled
+        # job's case (PREFECT_API_URL, a flow run); temporary server: `--prefect` without one
+        for mode in ("in process", "flow, running server", "flow, temporary server"):
+            work = tmp / f"cli-{model}-{mode.replace(',', '').replace(' ', '-')}"
             work.mkdir()
-            running = TemporaryServer() if server == "running" else None
+            running = TemporaryServer() if mode == "flow, running server" else None
             if running:
                 running.start()
                 running.wait()
             try:
                 cli_s, tree, manifest = cli_build(recipe(pool, work / "out", model), work,
+                                                  *(["--prefect"] if mode == "flow, temporary server" else []),
                                                   api_url=running.api_url if running else None)
             finally:
                 if running:
                     running.stop()
             work_s = sum(v["seconds"] for v in manifest["stages"].values())
-            row = {"n": n, "embedder": model, "build": f"cold, {server} server", "curation.build_s": round(lib_s, 1),
+            row = {"n": n, "embedder": model, "build": f"cold, {mode}", "curation.build_s": round(lib_s, 1),
                    "curate_build_s": round(cli_s, 1), "ratio": round(cli_s / lib_s, 2),
                    "stage_work_s": f"{work_s:.1f} (lib {lib_work:.1f})",
                    "fixed_s": f"{cli_s - work_s:.1f} (lib {lib_s - lib_work:.1f})", "tree_peak_gb": round(tree, 2),
@@ -268,14 +273,15 @@ def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[d
         work = tmp / "rebuild"
         work.mkdir()
         cli_build(recipe(pool, work / "out", "hashing"), work)
-        load0 = os.getloadavg()[0]
-        cli_s, tree, manifest = cli_build(recipe(pool, work / "out", "hashing"), work, "--force")
-        stage_s = sum(v["seconds"] for v in manifest["stages"].values())
-        row = {"n": rebuild, "embedder": "hashing", "build": "cached rebuild", "curation.build_s": "",
-               "curate_build_s": round(cli_s, 1), "ratio": "", "stage_work_s": round(stage_s, 2),
-               "fixed_s": round(cli_s - stage_s, 1), "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
-        rows.append(row)
-        print(row, flush=True)
+        for mode, flags in (("in process", ()), ("flow, temporary server", ("--prefect",))):
+            load0 = os.getloadavg()[0]
+            cli_s, tree, manifest = cli_build(recipe(pool, work / "out", "hashing"), work, "--force", *flags)
+            stage_s = sum(v["seconds"] for v in manifest["stages"].values())
+            row = {"n": rebuild, "embedder": "hashing", "build": f"cached rebuild, {mode}", "curation.build_s": "",
+                   "curate_build_s": round(cli_s, 1), "ratio": "", "stage_work_s": round(stage_s, 2),
+                   "fixed_s": round(cli_s - stage_s, 1), "tree_peak_gb": round(tree, 2), "load": load_since(load0)}
+            rows.append(row)
+            print(row, flush=True)
     prefect_s = prefect_start() if rows else float("nan")
     print(f"prefect temporary server start: {prefect_s:.1f} s", flush=True)
     return rows, prefect_s
@@ -349,8 +355,8 @@ def main() -> None:
                  "process. On this shared 2-core VM the same stage work varies by up to ~30% between runs, so compare "
                  "the fixed costs as well as the ratio.\n\nTargets: ratio <= 1.1 at 100k; a cached rebuild's fixed cost "
                  f"(wall time beyond its stage work) <= 10 s. Prefect's temporary server took {prefect_s:.1f} s to answer in this run "
-                 "(included in the `temporary server` rows and the cached rebuild; the `running server` rows "
-                 "talk to a server started beforehand through PREFECT_API_URL); "
+                 "(included in the `temporary server` rows; the `running server` rows talk to a server started "
+                 "beforehand through PREFECT_API_URL; `in process` runs no Prefect at all); "
                  "Ray is not started for these light embedders on one machine (`ray_actors: 0`).\n")
     if value:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +

@@ -1,6 +1,6 @@
 """The ``curate`` command line (typer; rich formats ``--help``).
 
-    curate build RECIPE [--out ROOT] [--set a.b=c ...]
+    curate build RECIPE [--out ROOT] [--set a.b=c ...] [--force] [--no-wait] [--prefect/--no-prefect]
     curate report DATASET_DIR [--version vNNNN] [--sql "SELECT ..."] [--format table|csv|json] [--html PATH]
     curate schedule RECIPE --cron "0 3 * * *" [--name NAME]
     curate deploy RECIPE --pool NAME [--cron "0 3 * * *"] [--name NAME]
@@ -125,25 +125,65 @@ def _build(
                                         "version")] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="fail at once when another build of the dataset is "
                                           "running (default: wait for it)")] = False,
+    prefect: Annotated[bool | None, typer.Option(
+        "--prefect/--no-prefect", show_default=False,
+        help="run as a Prefect flow run, with its tasks, logs and summary artifact in the Prefect UI (default: "
+             "when PREFECT_API_URL names a server or the recipe reads ${prefect:...} secrets; --prefect without "
+             "a server starts a temporary one for this build)")] = None,
 ) -> int:
+    from curation.exceptions import RecipeError
     from curation.recipe import load_recipe
 
     overrides = list(set_ or [])
     if out:
         overrides.append(f"output.root={out}")
     recipe = load_recipe(recipe, overrides)  # before importing Prefect: bad recipes fail in a blink
+    # ${prefect:name} secrets are read from Prefect's server, which starts under the lock
+    prefect_secrets = "${prefect:" in recipe.canonical_json()
+    if prefect is False and prefect_secrets:
+        raise RecipeError("the recipe reads ${prefect:...} secrets, which live on Prefect's server; "
+                          "drop --no-prefect (or use ${env:...} secrets)")
+    if prefect is None:
+        prefect = prefect_secrets or bool(os.environ.get("PREFECT_API_URL"))
 
-    from curation.builder import Builder, preflight
-    from curation.report import format_summary, load_manifest
-    from flows.prefect_server import prefect_api
+    from curation.builder import preflight
 
     reap_orphans()  # Ray or a Prefect server a SIGKILLed build could not stop
     mark_build()
-    # ${prefect:name} secrets are read from Prefect's server, which starts under the lock
-    prefect_secrets = "${prefect:" in recipe.canonical_json()
     if not prefect_secrets:
         preflight(recipe)  # before waiting for the lock: a missing file fails at once
-    builder = Builder(recipe, force=force, wait=not no_wait)
+    version = (_build_in_flow if prefect else _build_in_process)(recipe, force=force, wait=not no_wait)
+    if not version.published:
+        print(f"unchanged since {version.name}: the recipe and every input equal that version's; "
+              "nothing published (--force publishes anyway)")
+    else:  # plain print, not rich: scripts and tests parse this, and the last line must be the path
+        from curation.report import format_summary
+
+        print(format_summary(version.manifest))
+    print(version.path)
+    return 0
+
+
+def _build_in_process(recipe, *, force: bool, wait: bool):
+    """The build without Prefect: the library's :meth:`~curation.builder.Builder.run` with Ray
+    placement, its stage logs on stderr. Prefect adds about 2 s to every build (its import and
+    the flow engine), 5 s with a temporary server; without a server to record the run, that buys
+    nothing a one-off build needs."""
+    from flows.ray_runtime import ray_builder
+
+    with console_logs():
+        return ray_builder(recipe, force=force, wait=wait).run()
+
+
+def _build_in_flow(recipe, *, force: bool, wait: bool):
+    """The build as the ``curate`` Prefect flow run (:mod:`flows.curate`), on ``PREFECT_API_URL``
+    or on a temporary server started for it (:func:`flows.prefect_server.prefect_api`)."""
+    from curation.builder import Builder, Version, preflight
+    from curation.report import load_manifest
+    from flows.prefect_server import prefect_api
+
+    prefect_secrets = "${prefect:" in recipe.canonical_json()
+    builder = Builder(recipe, force=force, wait=wait)
 
     def import_flow() -> None:  # while Prefect's temporary server boots
         import flows.curate  # noqa: F401  (also registers the ${prefect:...} resolver)
@@ -155,11 +195,8 @@ def _build(
             stack.enter_context(prefect_api(while_starting=import_flow))
             preflight(recipe)
         unchanged = builder.unchanged_since()
-        if unchanged is not None:
-            print(f"unchanged since {unchanged.name}: the recipe and every input equal that version's; "
-                  "nothing published (--force publishes anyway)")
-            print(unchanged.path)
-            return 0
+        if unchanged is not None:  # Prefect (and Ray) never start for it
+            return unchanged
         if not prefect_secrets:
             stack.enter_context(prefect_api(while_starting=import_flow))
         from prefect import tags
@@ -168,12 +205,29 @@ def _build(
 
         hide_tracebacks_of_user_errors()
         with tags(recipe.name, recipe.select.method):  # the UI filters runs by dataset and method
-            version_dir = curate(recipe.model_dump(mode="json"), force=force, wait=not no_wait)
-    manifest = load_manifest(os.path.dirname(version_dir), os.path.basename(version_dir))
-    # plain print, not rich: scripts and tests parse this, and the last line must be the path
-    print(format_summary(manifest))
-    print(version_dir)
-    return 0
+            version_dir = Path(curate(recipe.model_dump(mode="json"), force=force, wait=wait))
+    return Version(version_dir, load_manifest(version_dir.parent, version_dir.name))
+
+
+@contextlib.contextmanager
+def console_logs():
+    """The library's INFO records (stage starts and ends, progress lines) on stderr, in the
+    layout Prefect's console handler uses, secrets redacted; undone when the block ends."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s",
+                                           datefmt="%H:%M:%S"))
+    handler.addFilter(_UserErrorFilter())
+    lib = logging.getLogger("curation")
+    level, propagate = lib.level, lib.propagate
+    lib.addHandler(handler)
+    lib.setLevel(logging.INFO)
+    lib.propagate = False  # once, here, not again through a root handler someone configured
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(level)
+        lib.propagate = propagate
 
 
 class _UserErrorFilter(logging.Filter):

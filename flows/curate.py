@@ -2,9 +2,9 @@
 
 Each task is a thin wrapper over one :class:`curation.builder.Builder` stage; the stages,
 their content-addressed reuse and the manifest belong to the library (see
-:mod:`curation.builder`). This module only adds what Prefect and Ray are for: task names and
-states in the Prefect UI, and ``map_chunks`` / ``map_fn`` that fan embedding and valuation out
-on Ray (started once, or joined via ``RAY_ADDRESS``).
+:mod:`curation.builder`); the Builder's placement on Ray is :func:`flows.ray_runtime.ray_builder`'s,
+as for `curate build` without Prefect. This module only adds what Prefect is for: task names and
+states, retries of a failed source read, the run's logs and the summary artifact in the UI.
 
 The flow's parameter is plain JSON — a recipe mapping or a recipe path — validated by the flow
 itself, so a deployment (``curate.serve()``, ``curate.deploy()``, ``run_deployment``) passes
@@ -28,58 +28,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 
 from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
-from curation.embed import Embedder
 from curation.exceptions import SourceReadError
 from curation.secrets import register_resolver
-
-
-class RayChunks:
-    """``map_chunks`` on Ray actors; ``placement`` says how many actors and threads were used
-    and on which Ray nodes (``nodes``: the node ids whose actors returned chunks).
-
-    A light embedder (:attr:`curation.embed.Embedder.light`: hashing, static-minilm) embeds in
-    this process unless the flow joins a cluster (``RAY_ADDRESS``): on one machine, sending a
-    text to an actor costs more than embedding it, and starting Ray costs seconds. The manifest
-    then says ``ray_actors: 0``.
-    """
-
-    def __init__(self, actors: int | None, threads: int | None, device: str = "auto") -> None:
-        self.actors, self.threads, self.device = actors, threads, device
-        self.placement: dict[str, Any] = {}
-
-    def __call__(self, embedder: Embedder, chunks: list[list[str]]):
-        from curation.pipeline import serial_map
-        from flows.ray_runtime import ensure_ray, joins_cluster, node_cpus, plan_actors, ray_map_chunks
-
-        if not chunks:  # everything was cached: don't pay for starting Ray
-            return
-        if embedder.light and not joins_cluster():
-            self.placement.update(ray_actors=0, nodes=[])
-            yield from serial_map(embedder)(chunks)
-            return
-        ensure_ray()
-        actors, threads = plan_actors(node_cpus(), self.actors, self.threads)
-        nodes: set[str] = set()
-        self.placement.update(ray_actors=actors, threads_per_actor=threads)
-        try:
-            yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads, device=self.device,
-                                      nodes=nodes)
-        finally:
-            self.placement["nodes"] = sorted(nodes)
-
-
-def ray_builder(recipe, **options) -> Builder:
-    """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it).
-
-    k-means assignment goes to Ray only when the flow joins a cluster (``RAY_ADDRESS``): on one
-    machine faiss already uses every core in this process, and shipping row blocks to tasks
-    would only add copies."""
-    from flows.ray_runtime import ensure_ray, joins_cluster, ray_map
-
-    return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor,
-                                                recipe.embed.device), map_fn=ray_map,
-                   map_blocks=ray_map if joins_cluster() else None,
-                   n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)
+from flows.ray_runtime import ray_builder
 
 
 def prefect_secret(name: str) -> str:

@@ -1,4 +1,6 @@
-"""Ray placement: start (or join) Ray once per process and run embedding actors.
+"""Ray placement: start (or join) Ray once per process, run embedding actors, and the Builder
+whose parallel work runs there (:func:`ray_builder`; both `curate build` paths use it, with and
+without Prefect).
 
 ``ensure_ray()`` joins the cluster ``RAY_ADDRESS`` names, or starts a local Ray with the
 machine's cores. ``ray_map_chunks`` embeds chunks on a pool of actors, each loading the model
@@ -12,10 +14,14 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
+from curation.builder import Builder
 from curation.embed import Embedder
+from curation.pipeline import serial_map
+from curation.recipe import Recipe
 
 
 def runtime_env() -> dict:
@@ -185,3 +191,47 @@ def ray_map(func, args: Iterable, *, on_done=None) -> list:
 
 
 _END = object()
+
+
+class RayChunks:
+    """``map_chunks`` on Ray actors; ``placement`` says how many actors and threads were used
+    and on which Ray nodes (``nodes``: the node ids whose actors returned chunks).
+
+    A light embedder (:attr:`curation.embed.Embedder.light`: hashing, static-minilm) embeds in
+    this process unless the build joins a cluster (``RAY_ADDRESS``): on one machine, sending a
+    text to an actor costs more than embedding it, and starting Ray costs seconds. The manifest
+    then says ``ray_actors: 0``.
+    """
+
+    def __init__(self, actors: int | None, threads: int | None, device: str = "auto") -> None:
+        self.actors, self.threads, self.device = actors, threads, device
+        self.placement: dict[str, Any] = {}
+
+    def __call__(self, embedder: Embedder, chunks: list[list[str]]):
+        if not chunks:  # everything was cached: don't pay for starting Ray
+            return
+        if embedder.light and not joins_cluster():
+            self.placement.update(ray_actors=0, nodes=[])
+            yield from serial_map(embedder)(chunks)
+            return
+        ensure_ray()
+        actors, threads = plan_actors(node_cpus(), self.actors, self.threads)
+        nodes: set[str] = set()
+        self.placement.update(ray_actors=actors, threads_per_actor=threads)
+        try:
+            yield from ray_map_chunks(embedder, chunks, actors=actors, threads=threads, device=self.device,
+                                      nodes=nodes)
+        finally:
+            self.placement["nodes"] = sorted(nodes)
+
+
+def ray_builder(recipe: Recipe, **options) -> Builder:
+    """A Builder whose parallel work runs on Ray (Ray starts only when a stage needs it).
+
+    k-means assignment goes to Ray only when the build joins a cluster (``RAY_ADDRESS``): on one
+    machine faiss already uses every core in this process, and shipping row blocks to tasks
+    would only add copies."""
+    return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor,
+                                                recipe.embed.device), map_fn=ray_map,
+                   map_blocks=ray_map if joins_cluster() else None,
+                   n_jobs=lambda: int(ensure_ray().get("CPU", 1)), **options)

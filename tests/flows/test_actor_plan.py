@@ -25,7 +25,7 @@ def test_a_cuda_embedder_asks_ray_for_one_gpu_per_actor():
 def test_a_light_embedder_embeds_in_the_driver_unless_a_cluster_is_joined(monkeypatch):
     import flows.ray_runtime
     from curation.embed import make_text_embedder
-    from flows.curate import RayChunks
+    from flows.ray_runtime import RayChunks
 
     chunks = [["a text", "another text"], ["a third"]]
     hashing = make_text_embedder("hashing")

@@ -65,6 +65,11 @@ def test_missing_file(project, capsys):
     fails(capsys, ["build", project(sources__0__path="nope.parquet")], r"sources\[docs\]\.path: file 'nope\.parquet' does not exist")
 
 
+def test_no_prefect_with_a_prefect_secret_says_where_the_secret_lives(project, capsys):
+    fails(capsys, ["build", project(sources__0__path="${prefect:docs-dir}/docs.parquet"), "--no-prefect"],
+          r"reads \$\{prefect:\.\.\.\} secrets, which live on Prefect's server; drop --no-prefect")
+
+
 def test_empty_source(project, capsys):
     Path("empty.jsonl").write_text("")
     fails(capsys, ["build", project(sources__0__path="empty.jsonl")], r"source 'docs' is empty: 'empty\.jsonl' holds no rows")

@@ -118,6 +118,26 @@ def test_unchanged_rerun_publishes_nothing_and_says_since_which_version(built):
 
 
 @pytest.mark.slow
+def test_without_a_prefect_server_the_build_runs_in_process_and_publishes_the_same_shards(built, tmp_path):
+    """No PREFECT_API_URL: the library build with Ray placement, no flow run and no temporary
+    server; the stage logs still reach stderr, and the version's files equal the flow's."""
+    work = built[0]
+    (tmp_path / "recipe.yaml").write_text((work / "recipe.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["RAY_ADDRESS"] = built[3]["RAY_ADDRESS"]  # MiniLM embeds on this session's Ray actors
+    proc = subprocess.run([CURATE, "build", "recipe.yaml"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "out/instr-mix/v0001"
+    assert "Flow run" not in proc.stderr and "Task run" not in proc.stderr
+    assert "curation.builder - embed: started" in proc.stderr and "curation.progress - embedding:" in proc.stderr
+    mine, flows = (json.loads((d / "out/instr-mix/v0001/manifest.json").read_text()) for d in (tmp_path, work))
+    assert mine["placement"]["ray_actors"] >= 1 and mine["placement"]["nodes"]
+    assert {rel: f["sha256"] for rel, f in mine["files"].items()} == {
+        rel: f["sha256"] for rel, f in flows["files"].items()}
+
+
+@pytest.mark.slow
 def test_build_tags_its_flow_run_with_dataset_and_method_but_not_its_tasks(built):
     """The UI filters runs by tag; tasks stay untagged so none waits on a tag concurrency lease."""
     from prefect.client.orchestration import get_client

@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM end `curate build` in one line and leave nothing running.
 
 The builds run as a new user runs them: no RAY_ADDRESS, no PREFECT_API_URL, so each starts
-its own local Ray and Prefect's temporary server; both must be gone when it has exited.
+its own local Ray (and, with ``--prefect``, Prefect's temporary server); all of it must be gone
+when it has exited.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def live_pids(marker: str) -> set[int]:
     return out
 
 
-def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list[str]]:
+def interrupt_a_build(tmp_path, send, *flags: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     (tmp_path / "r.yaml").write_text(yaml.safe_dump({
         "name": "big", "seed": 1,
         "sources": [{"name": "e", "kind": "files", "path": str(ROOT / "data/evals_prompts.parquet"), "id": "prompt_id",
@@ -49,7 +50,7 @@ def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
     env["CURATION_TEST_BUILD"] = marker
     # a terminal's process: SIGINT at its default (a test runner may have inherited it ignored)
-    proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([CURATE, "build", "r.yaml", *flags], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
@@ -77,11 +78,12 @@ def interrupt_a_build(tmp_path, send) -> tuple[subprocess.CompletedProcess, list
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sigterm to the build"])
+@pytest.mark.parametrize("how", ["ctrl-c to the process group, in process",
+                                 "sigterm to the build, as a flow run on a temporary server"])
 def test_an_interrupted_build_says_one_line_publishes_nothing_and_leaves_no_process(tmp_path, how):
     send = ((lambda p: os.killpg(p.pid, signal.SIGINT)) if how.startswith("ctrl-c")
             else (lambda p: p.send_signal(signal.SIGTERM)))
-    done, left = interrupt_a_build(tmp_path, send)
+    done, left = interrupt_a_build(tmp_path, send, *(["--prefect"] if "flow run" in how else []))
     assert done.returncode == 130
     assert done.stderr.strip().splitlines()[-1] == (
         "interrupted: nothing was published; finished stages are kept, so a rerun resumes")
@@ -121,7 +123,7 @@ def test_the_next_build_stops_what_a_sigkilled_build_left_running(tmp_path):
     proc.kill()  # SIGKILL: no clean-up can run
     proc.wait()
     left = marked_by(proc.pid)
-    assert left  # Prefect's temporary server (and Ray) outlived the killed build
+    assert left  # its Ray outlived the killed build
     rerun = subprocess.run([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
