@@ -238,9 +238,12 @@ def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[d
     the temporary Prefect server's start-up alone."""
     from flows.prefect_server import TemporaryServer
 
+    from curation.embed import make_text_embedder
+
     rows = []
     for model in models if n else []:
         pool = pool_of(n, tmp)
+        make_text_embedder(model).embed(["warm up"])  # static-minilm distils once per machine: not here
         load0 = os.getloadavg()[0]
         lib_s, lib_manifest, _ = library_build(recipe(pool, tmp / f"cmp-lib-{model}", model))
         lib_work = sum(v["seconds"] for v in lib_manifest["stages"].values())

@@ -58,6 +58,18 @@ MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 POS = "__pos"
 
 
+def arrow_views(frame: pl.DataFrame) -> pa.Table:
+    """``frame`` as Arrow without copying its strings: polars' string views as Arrow
+    ``string_view`` (the default conversion copies every string into a new buffer: 1M short-text
+    items, 0.06 s of a 0.4 s ingest), but a categorical's dictionary as ``string``, which
+    Parquet can write. For stage files only: a published file keeps the default types."""
+    table = frame.to_arrow(compat_level=pl.CompatLevel.newest())
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, frame[field.name].to_arrow())
+    return table
+
+
 class ItemParts:
     """A stage's items written batch by batch as they are normalised, never held whole.
 
@@ -107,11 +119,11 @@ class ItemParts:
                 if self._writer is not None:
                     self._submit(self._writer.close)
                 path = self.dir / f".items-part-{len(self.parts)}.parquet"
-                self._writer = pq.ParquetWriter(path, items.head(0).to_arrow().schema, compression="none",
+                self._writer = pq.ParquetWriter(path, arrow_views(items.head(0)).schema, compression="none",
                                                 write_statistics=False)
                 self.parts.append((path, schema))
             writer = self._writer
-            self._submit(lambda: writer.write_table(items.to_arrow()))
+            self._submit(lambda: writer.write_table(arrow_views(items)))
         # text keys other than the id as categoricals: 4 bytes a row, not a 16-byte string view
         # (10M rows, source, group and one group column: the stage's peak 1.2 -> 0.96 GB);
         # a skipped row made from them is concatenated with string rows and is a string again
@@ -163,7 +175,7 @@ class ItemParts:
         writers: dict[Path, Any] = {}
 
         def write(out: Path, frame: pl.DataFrame) -> None:
-            table = frame.to_arrow()
+            table = arrow_views(frame)
             if out not in writers:
                 writers[out] = pq.ParquetWriter(out, table.schema, compression="none", write_statistics=False)
             writers[out].write_table(table)
