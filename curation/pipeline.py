@@ -46,7 +46,7 @@ from curation.report_schema import (
     validate_report,
 )
 from curation.select import build_selector
-from curation.types import Pool, Reference, Selection
+from curation.types import Pool, Reference, RowReasons, Selection
 
 STAGING_COLUMNS = ("__text", "__label", *WHERE)
 MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
@@ -653,8 +653,9 @@ def content_hashes(items: pl.DataFrame | pl.LazyFrame, batch: int | None = None)
 
 
 def _take(values: Any, rows: slice | np.ndarray) -> Any:
-    """``values[rows]`` for a numpy array, a polars Series or a list (a list gathered by hand)."""
-    if isinstance(values, (np.ndarray, pl.Series)) or isinstance(rows, slice):
+    """``values[rows]`` for a numpy array, a polars Series, :class:`~curation.types.RowReasons`
+    or a list (a list gathered by hand)."""
+    if isinstance(values, (np.ndarray, pl.Series, RowReasons)) or isinstance(rows, slice):
         return values[rows]
     return [values[i] for i in rows.tolist()]
 

@@ -8,6 +8,7 @@ inside a selector.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -181,14 +182,48 @@ class Pool:
         return codes[: len(a)], codes[len(a):], int(codes.max()) + 1
 
 
+class RowReasons:
+    """Per-row reasons made when read: ``make(rows)`` returns the reasons of pool rows ``rows``
+    (a slice or an array of positions) as a polars String Series.
+
+    For a selector whose reasons are a format over per-row numbers: the report asks for them a
+    block at a time, so the pool's reasons are never held as strings all at once (kmq at 10M
+    rows: about 0.9 GB of the select stage's peak). ``make`` must give a row the same reason
+    whichever rows it is asked with. Indexing with a position gives one string; a boolean
+    mask, an array or a slice gives a Series."""
+
+    __slots__ = ("n", "make")
+
+    def __init__(self, n: int, make: Callable[[slice | np.ndarray], pl.Series]) -> None:
+        self.n, self.make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, rows: Any) -> Any:
+        if isinstance(rows, (int, np.integer)):
+            return self.make(np.array([rows if rows >= 0 else self.n + rows]))[0]
+        if isinstance(rows, slice):
+            return self.make(slice(*rows.indices(self.n))).alias("reason")
+        rows = np.asarray(rows)
+        return self.make(np.flatnonzero(rows) if rows.dtype == bool else rows).alias("reason")
+
+    def to_list(self) -> list[str]:
+        return self[:].to_list()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_list())
+
+
 @dataclass(frozen=True, slots=True)
 class Selection:
     """What a selector chose, and why.
 
     Attributes:
         indices: (budget,) distinct positions into the pool, in pick order.
-        reasons: (n,) one human-readable reason per pool row (selected or not), as an array or a
-            polars String Series, or None to let the caller write a generic one.
+        reasons: (n,) one human-readable reason per pool row (selected or not), as an array, a
+            polars String Series or :class:`RowReasons` (made a block at a time when read), or
+            None to let the caller write a generic one.
         scores: optional (n,) per-row score the selector used (NaN where unscored).
         info: small JSON-able facts for the summary (e.g. per-group quotas).
         columns: extra (n,) per-row columns for the report (e.g. ``round``, ``quality``); each
@@ -199,7 +234,7 @@ class Selection:
     """
 
     indices: np.ndarray
-    reasons: np.ndarray | pl.Series | None = None
+    reasons: np.ndarray | pl.Series | RowReasons | None = None
     scores: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, np.ndarray] = field(default_factory=dict)

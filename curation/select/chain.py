@@ -48,7 +48,7 @@ import polars as pl
 from curation.exceptions import CurationError, InvalidParameterError
 from curation.report_schema import PlotSpec, SummarySection
 from curation.select.base import Selector, build_selector
-from curation.types import Pool, Selection
+from curation.types import Pool, RowReasons, Selection
 
 STEPS = ("filter", "allocate", "within")
 
@@ -187,7 +187,7 @@ class ChainSelector(Selector, name="chain"):
             else:
                 sel = within.select(sub.part(members), q, rng=child)
                 got = members[sel.indices]
-                why = (sel.reasons.to_list() if isinstance(sel.reasons, pl.Series)
+                why = (sel.reasons.to_list() if isinstance(sel.reasons, (pl.Series, RowReasons))
                        else [str(r) for r in sel.reasons] if sel.reasons is not None
                        else np.where(sel.mask(len(members)), "selected", "not selected").tolist())
                 reasons[rows] = [f"{head}; within: {w}" for w in why]

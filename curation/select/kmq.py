@@ -38,7 +38,7 @@ from curation.report_schema import PlotSpec, SummarySection
 from curation.score import build_scorer
 from curation.select.base import Selector, formatted, scorer_calls_section
 from curation.select.feedback import build_feedback
-from curation.types import Pool, Selection
+from curation.types import Pool, RowReasons, Selection
 from curation.validation import Interval, Options
 
 
@@ -124,16 +124,19 @@ class KMQSelector(_KMQBase, name="kmq"):
         idx = sample_within_clusters(clusters, counts, q, self.temperature, np.ones(len(pool), bool), rng)
         chosen = np.zeros(len(pool), bool)
         chosen[idx] = True
-        # built column-wise (one Python string per distinct quality, not per row): at a million
-        # rows a Python string per row is most of the select stage's memory
-        reasons = pl.DataFrame({
-            "verdict": np.where(chosen, "drawn", "not drawn"), "cluster": clusters,
-            "quota": counts[clusters], "size": sizes[clusters], "quality": formatted(q, "{:.3g}"),
-        }).select(pl.format(f"kmq: {{}} from cluster {{}} (quota {{}} of {{}}, quality {{}}, "
-                            f"p ∝ exp(q/{self.temperature:g}))",
-                            "verdict", "cluster", "quota", "size", "quality")).to_series().alias("reason")
+        template = f"kmq: {{}} from cluster {{}} (quota {{}} of {{}}, quality {{}}, p ∝ exp(q/{self.temperature:g}))"
+
+        def reasons(rows: slice | np.ndarray) -> pl.Series:
+            # column-wise, for the rows asked for (a report block): one Python string per
+            # distinct quality, and never the pool's reasons at once (10M rows: ~0.9 GB)
+            c = clusters[rows]
+            return pl.DataFrame({
+                "verdict": np.where(chosen[rows], "drawn", "not drawn"), "cluster": c,
+                "quota": counts[c], "size": sizes[c], "quality": formatted(q[rows], "{:.3g}"),
+            }).select(pl.format(template, "verdict", "cluster", "quota", "size", "quality")).to_series()
+
         info = {"cluster_budgets": counts.tolist(), "scorer_calls": calls}
-        return Selection(indices=idx, reasons=reasons, info=info, columns={"quality": q})
+        return Selection(indices=idx, reasons=RowReasons(len(pool), reasons), info=info, columns={"quality": q})
 
 
 class IterativeKMQSelector(_KMQBase, name="kmq-iterative"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
 from curation.exceptions import DataError, InvalidParameterError
@@ -30,6 +31,25 @@ def test_cluster_budgets_are_proportional_and_exact(seed):
     assert per_cluster(pool, sel) == [5, 3, 2]
     sel = KMQSelector(cluster_budget="equal").select(pool, 9, rng=np.random.default_rng(seed))
     assert per_cluster(pool, sel) == [3, 3, 3]
+
+
+def test_kmq_reasons_are_made_per_block_and_agree_however_they_are_asked_for():
+    pool = make_pool([50, 30, 20], quality=np.arange(100) % 7 + 1)
+    sel = KMQSelector(quality="length").select(pool, 10, rng=np.random.default_rng(0))
+    whole = sel.reasons[:]
+    assert len(sel.reasons) == len(whole) == 100
+    assert pl.concat([sel.reasons[s:s + 7] for s in range(0, 100, 7)]).equals(whole)  # report blocks
+    assert sel.reasons[np.array([5, 0, 99])].to_list() == [whole[5], whole[0], whole[99]]
+    assert sel.reasons[-1] == whole[99] and list(sel.reasons) == whole.to_list()
+    chosen = sel.mask(100)
+    assert all(r.startswith("kmq: drawn from cluster") for r in sel.reasons[chosen])
+    assert all(r.startswith("kmq: not drawn") for r in sel.reasons[~chosen])
+    # the numbers in a reason are the row's own: its cluster, that cluster's quota and size, its quality
+    i = int(sel.indices[0])
+    c = int(pool.clusters[i])
+    quota = int(np.bincount(pool.clusters[sel.indices], minlength=3)[c])
+    assert whole[i] == (f"kmq: drawn from cluster {c} (quota {quota} of {[50, 30, 20][c]}, "
+                        f"quality {sel.columns['quality'][i]:.3g}, p ∝ exp(q/1))")
 
 
 def test_small_cluster_shortfall_is_redistributed(seed):
