@@ -397,32 +397,57 @@ class _BackgroundPuts:
             raise self.error
 
 
-def text_keys(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.ndarray:
-    """The cache keys (:func:`curation.embed.content_key`, 64 hex digits) of ``texts`` as an
-    ``S64`` array: 64 bytes a key, where Python strings or ``U64`` would take 4x that or more."""
+def text_digests(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.ndarray:
+    """The sha256 digests of ``texts`` (UTF-8) as an ``S32`` array: each text's cache key
+    (:func:`curation.embed.content_key`) before hexing, :func:`hex_keys` makes the keys. Held
+    this way, a pool's keys take 32 bytes a text (10M texts: 0.32 GB), where the hex keys take
+    64 and Python strings 4x that or more."""
     col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
-    out = np.empty(len(col), dtype="S64")
+    out = np.empty(len(col), dtype="S32")
     batch = batch or BLOCK_ROWS
     sha256 = hashlib.sha256
     for start in range(0, len(col), batch):  # only one batch of Python strings at a time
         values = col.slice(start, batch).to_list()
-        # content_key's hex digest, hexed for the whole batch at once rather than per text
-        # (1M texts: 0.47 s against 0.68 s); a test pins it to content_key
-        digests = b"".join([sha256(t.encode("utf-8")).digest() for t in values])
-        out[start : start + len(values)] = np.frombuffer(binascii.hexlify(digests), dtype="S64")
+        out[start : start + len(values)] = np.frombuffer(b"".join([sha256(t.encode("utf-8")).digest() for t in values]),
+                                                         dtype="S32")
     return out
 
 
-def distinct_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def hex_keys(digests: np.ndarray) -> np.ndarray:
+    """The cache keys (``S64``, 64 hex digits) of :func:`text_digests`' digests, hexed all at
+    once rather than with ``hexdigest`` text by text (keys of 1M texts: 0.47 s against 0.68 s)."""
+    return np.frombuffer(binascii.hexlify(np.ascontiguousarray(digests, dtype="S32").tobytes()), dtype="S64")
+
+
+def text_keys(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.ndarray:
+    """The cache keys (:func:`curation.embed.content_key`, 64 hex digits) of ``texts`` as an
+    ``S64`` array (a test pins them to ``content_key``)."""
+    return hex_keys(text_digests(texts, batch)).copy()  # writable, not a view of a bytes object
+
+
+def digest_hashes(digests: np.ndarray) -> np.ndarray:
+    """:func:`~curation.embed.cache.key_hashes` of the keys of ``digests``, hexed
+    :data:`BLOCK_ROWS` at a time: the hashes the cache's index and :func:`distinct_keys` order
+    keys by, without the pool's hex keys held at once."""
+    out = np.empty(len(digests), dtype=np.int64)
+    for s in range(0, len(digests), BLOCK_ROWS):
+        out[s : s + BLOCK_ROWS] = key_hashes(hex_keys(digests[s : s + BLOCK_ROWS]))
+    return out
+
+
+def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(first, inverse) of the ``S`` array ``keys``: ``first[j]`` is where the j-th distinct key
     first occurs and ``keys == keys[first][inverse]``.
 
-    Distinct keys come in the order of their 64-bit :func:`~curation.embed.cache.key_hashes`,
-    found by sorting the int64 hashes rather than the 64-byte keys (1M keys: 0.31 s against
-    0.87 s). Two different keys sharing a hash would be merged; that is checked for (one
-    vectorised comparison) and then the keys themselves are sorted instead, in their byte order.
+    Distinct keys come in the order of their 64-bit ``hashes`` (default: the keys'
+    :func:`~curation.embed.cache.key_hashes`; for digests, :func:`digest_hashes`, the same
+    order as their hex keys'), found by sorting the int64 hashes rather than the keys (1M keys:
+    0.31 s against 0.87 s). Two different keys sharing a hash would be merged; that is checked
+    for (one vectorised comparison) and then the keys themselves are sorted instead, in their
+    byte order (a digest's byte order is its hex key's).
     """
-    _, first, inverse = np.unique(key_hashes(keys), return_index=True, return_inverse=True)
+    hashes = key_hashes(keys) if hashes is None else hashes
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     # checked BLOCK_ROWS keys at a time: the whole-array check copied every key twice (10M
     # keys: 1.3 GB of temporaries in the embed stage)
@@ -453,11 +478,12 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     memory-mapped file), cached vectors are looked up ``lookup_batch`` (default
     :data:`BLOCK_ROWS`) keys at a time and each
     chunk's vectors are written into ``X`` as they arrive, so besides ``X`` the driver holds the
-    texts' column, their keys and one batch of vectors, never a second matrix.
+    texts' column, their keys' sha256 digests (32 bytes a text, hexed into keys a block or a
+    chunk at a time) and one batch of vectors, never a second matrix.
     """
     col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
     n = len(col)
-    keys = text_keys(col)
+    digests = text_digests(col)
     X: np.ndarray | None = None
 
     def dest(dim: int) -> np.ndarray:
@@ -470,18 +496,20 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     lookup_batch = lookup_batch or BLOCK_ROWS
     if cache is not None:
         for start in range(0, n, lookup_batch):
-            hit, vecs = cache.get(keys[start : start + lookup_batch])  # S64: taken as they are
+            hit, vecs = cache.get(hex_keys(digests[start : start + lookup_batch]))  # S64: taken as they are
             if vecs is not None:
                 found[start : start + lookup_batch] = hit
                 # through the file (curation.memory.write_rows): a memory-mapped X stays unmapped
                 write_rows(dest(vecs.shape[1]), start + np.flatnonzero(hit), vecs)
     missing = np.flatnonzero(~found)
-    first, inverse = distinct_keys(keys if len(missing) == n else keys[missing])  # a cold cache: no copy
+    todo = digests if len(missing) == n else digests[missing]  # a cold cache: no copy
+    first, inverse = distinct_keys(todo, digest_hashes(todo))
+    del todo
     first_pos = missing[first]  # where each distinct missing text first occurs, in key-hash order
     if embedder.batch_invariant:
         order = np.argsort(first_pos)  # pool order
     else:
-        lengths = col.gather(first_pos).str.len_chars().to_numpy()
+        lengths = col.str.len_chars().to_numpy()[first_pos]  # 4 bytes a text, not a gathered column
         order = np.argsort(-lengths, kind="stable")  # longest first; ties in key-hash order
     positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
     if positions:  # a fully cached run shows no progress bar
@@ -492,7 +520,7 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
                     pos = positions[i]
                     write_rows(dest(vecs.shape[1]), pos, vecs)
                     if writer is not None:
-                        writer.put(keys[pos], vecs)
+                        writer.put(hex_keys(digests[pos]), vecs)
                     bar(len(pos))
         finally:
             if writer is not None:

@@ -176,6 +176,24 @@ def test_text_keys_are_content_keys_across_batches_and_unicode():
     assert [k.decode() for k in keys] == [content_key(t) for t in texts]
 
 
+def test_digests_give_the_keys_and_the_distinct_order_of_their_hex_keys(monkeypatch):
+    """embed_texts holds 32-byte digests, not 64-byte hex keys: the same keys, the same hashes
+    (hexed a block at a time), and the same distinct order, also when hashes collide."""
+    from curation.embed.cache import key_hashes
+    from curation.pipeline import digest_hashes, distinct_keys, hex_keys, text_digests, text_keys
+
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 3)
+    texts = ["b", "a", "b", "naïve café", "", "a", "x" * 300, "c", "c", "d"]
+    digests, keys = text_digests(texts, batch=4), text_keys(texts)
+    assert digests.dtype == np.dtype("S32") and np.array_equal(hex_keys(digests), keys)
+    assert np.array_equal(digest_hashes(digests), key_hashes(keys))
+    for hashes in (None, np.zeros(len(texts), dtype=np.int64)):  # by hash; then every hash colliding
+        by_digest = distinct_keys(digests, digest_hashes(digests) if hashes is None else hashes)
+        by_key = distinct_keys(keys, hashes)
+        assert all(np.array_equal(a, b) for a, b in zip(by_digest, by_key))
+        assert np.array_equal(digests[by_digest[0]][by_digest[1]], digests)
+
+
 def test_pool_codes_and_ids_equal_numpys_across_blocks(monkeypatch):
     """make_pool's group codes (polars' dense rank) follow np.unique's sorted names, unicode
     included, and its ids (converted a block at a time) equal the whole column's."""
