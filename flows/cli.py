@@ -142,7 +142,7 @@ def _build(
     prefect_secrets = "${prefect:" in recipe.canonical_json()
     if prefect is False and prefect_secrets:
         raise RecipeError("the recipe reads ${prefect:...} secrets, which live on Prefect's server; "
-                          "drop --no-prefect (or use ${env:...} secrets)")
+                          "drop --no-prefect (or take the value from an environment variable, ${NAME})")
     if prefect is None:
         prefect = prefect_secrets or bool(os.environ.get("PREFECT_API_URL"))
 

@@ -14,14 +14,15 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from curation.builder import Builder
 from curation.embed import Embedder
-from curation.pipeline import serial_map
-from curation.recipe import Recipe
+
+if TYPE_CHECKING:  # the build's modules are not imported by a Ray worker loading its actor
+    from curation.builder import Builder
+    from curation.recipe import Recipe
 
 
 def runtime_env() -> dict:
@@ -208,6 +209,8 @@ class RayChunks:
         self.placement: dict[str, Any] = {}
 
     def __call__(self, embedder: Embedder, chunks: list[list[str]]):
+        from curation.pipeline import serial_map
+
         if not chunks:  # everything was cached: don't pay for starting Ray
             return
         if embedder.light and not joins_cluster():
@@ -231,6 +234,8 @@ def ray_builder(recipe: Recipe, **options) -> Builder:
     k-means assignment goes to Ray only when the build joins a cluster (``RAY_ADDRESS``): on one
     machine faiss already uses every core in this process, and shipping row blocks to tasks
     would only add copies."""
+    from curation.builder import Builder
+
     return Builder(recipe, map_chunks=RayChunks(recipe.embed.actors, recipe.embed.threads_per_actor,
                                                 recipe.embed.device), map_fn=ray_map,
                    map_blocks=ray_map if joins_cluster() else None,
