@@ -57,7 +57,7 @@ class Pool:
     """Candidates for selection, row-aligned.
 
     Attributes:
-        ids: (n,) unique string ids.
+        ids: (n,) unique string ids (a numpy array, or a polars String Series in a build).
         embeddings: (n, d) float32 C-contiguous vectors (may be (n, 0) when a selector needs none).
         groups: (n,) int codes into ``group_names`` (all zeros and ``("*",)`` when ungrouped).
         group_names: the name of each group code; an intersectional group is "a|b".
@@ -76,7 +76,7 @@ class Pool:
     (2, [1, 1])
     """
 
-    ids: np.ndarray
+    ids: np.ndarray | pl.Series
     embeddings: np.ndarray
     groups: np.ndarray
     group_names: tuple[str, ...]

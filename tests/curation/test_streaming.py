@@ -194,9 +194,9 @@ def test_digests_give_the_keys_and_the_distinct_order_of_their_hex_keys(monkeypa
         assert np.array_equal(digests[by_digest[0]][by_digest[1]], digests)
 
 
-def test_pool_codes_and_ids_equal_numpys_across_blocks(monkeypatch):
+def test_pool_codes_follow_numpys_sorted_names_and_ids_are_the_items_column(monkeypatch):
     """make_pool's group codes (polars' dense rank) follow np.unique's sorted names, unicode
-    included, and its ids (converted a block at a time) equal the whole column's."""
+    included; its ids are the items' column, and a part of the pool takes its rows' ids."""
     monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 3)
     groups = ["en|x", "de", "ça|ü", "東京", "<null>", "Zeta", "a b", "de", "東京", "en|x"]
     ids = ["r1", "r22", "r333", "ü", "", "r6", "r7", "r8", "r9", "r10x"]
@@ -205,7 +205,8 @@ def test_pool_codes_and_ids_equal_numpys_across_blocks(monkeypatch):
     names, codes = np.unique(np.array(groups), return_inverse=True)
     assert pool.group_names == tuple(names.tolist()) and np.array_equal(pool.groups, codes)
     assert pool.groups.dtype == np.int64
-    assert pool.ids.dtype == np.array(ids).dtype and pool.ids.tolist() == ids
+    assert isinstance(pool.ids, pl.Series) and pool.ids.to_list() == ids
+    assert pool.part(np.array([3, 0])).ids.to_list() == ["ü", "r1"] and len(pool) == 10
 
 
 def test_a_report_assembled_in_tiny_blocks_with_skipped_and_held_out_rows_publishes_the_same_bytes(
