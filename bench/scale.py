@@ -236,9 +236,8 @@ def stage_rows(sizes: list[int], models: list[str], floors_max: int, tmp: Path) 
 def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[dict], float]:
     """`curate build` against `curation.build` at ``n``; a cached rebuild of ``rebuild`` rows;
     the temporary Prefect server's start-up alone."""
-    from flows.prefect_server import TemporaryServer
-
     from curation.embed import make_text_embedder
+    from flows.prefect_server import TemporaryServer
 
     rows = []
     for model in models if n else []:

@@ -43,7 +43,16 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_chain,
+    wait_exponential,
+    wait_fixed,
+)
 
 from curation import holdout, pipeline
 from curation.embed import Embedder, EmbeddingCache, make_text_embedder
@@ -251,11 +260,18 @@ def _log_retry(state: RetryCallState) -> None:
                 redact(f"{type(exc).__name__}: {exc}"), state.next_action.sleep if state.next_action else 0)
 
 
+#: Seconds waited before each new try of an ingest stage whose source read failed with a
+#: transient error (:class:`SourceReadError`): three retries, backing off. A bad recipe or bad
+#: data is never retried. :meth:`Builder.run` and the flow's ingest task (flows/curate.py) both
+#: retry this way, so a build retries the same in process and as a Prefect flow run.
+INGEST_RETRY_DELAYS: tuple[float, ...] = (1.0, 3.0, 10.0)
+
+
 def with_source_retries(call: Callable[[], Any], *, what: str, attempts: int = 4) -> Any:
     """``call()`` retried with exponential backoff (0.5, 1, 2 s) while it fails with a transient
     source error (:func:`_transient`); the last failure becomes one :class:`SourceReadError`
     line naming ``what``. Used for the work before a build (checks, fingerprints): reads during
-    ingest are retried by whoever runs the stage (the flow's task retries)."""
+    ingest are retried by whoever runs the stage, as a whole (:data:`INGEST_RETRY_DELAYS`)."""
     try:
         return Retrying(retry=retry_if_exception(_transient), stop=stop_after_attempt(attempts),
                         wait=wait_exponential(multiplier=0.5, max=8), reraise=True, before_sleep=_log_retry)(call)
@@ -436,6 +452,15 @@ class Builder:
 
         return self._run("ingest", Ingested, sections, {}, produce)
 
+    def ingest_with_retries(self) -> Ingested:
+        """:meth:`ingest`, run again after each of :data:`INGEST_RETRY_DELAYS` seconds while it
+        fails with :class:`SourceReadError` (a network or storage error while reading; the
+        failed try left nothing behind); the last failure is raised as it is."""
+        delays = INGEST_RETRY_DELAYS
+        return Retrying(retry=retry_if_exception_type(SourceReadError), stop=stop_after_attempt(len(delays) + 1),
+                        wait=wait_chain(*[wait_fixed(d) for d in delays]) if delays else wait_fixed(0),
+                        reraise=True, before_sleep=_log_retry)(self.ingest)
+
     # --------------------------------------------------------------------------------- embed
     def embed(self, ingested: Ingested) -> Embedded:
         """One vector per pool row and held-out row: the text embedder, or the tabular encoder."""
@@ -451,9 +476,7 @@ class Builder:
 
         def produce(out: Path) -> dict[str, Any]:
             if embedder is not None:  # the texts' column only, not every source column
-                items, held = ingested.items(["__text"]), ingested.reference(["__text"])
-                texts = items["__text"] if held is None else pl.concat([items["__text"], held["__text"]])
-                del items, held
+                texts = self._texts(ingested, embedder)
                 X, counts = pipeline.embed_texts(
                     texts, embedder, cache=EmbeddingCache(cache_dir(r), embedder.id),
                     map_chunks=lambda chunks: self.map_chunks(embedder, chunks), chunk_size=r.embed.chunk_size,
@@ -471,6 +494,18 @@ class Builder:
 
         return self._run("embed", Embedded, sections, {"ingest": ingested}, produce,
                          setup_seconds=time.perf_counter() - t0)
+
+    @staticmethod
+    def _texts(ingested: Ingested, embedder) -> pl.Series | pipeline.ParquetTexts:
+        """The pool's texts, then the held-out rows'. A batch-invariant embedder takes its
+        chunks in row order, so its texts are read from the stage files a row group at a time
+        (:class:`pipeline.ParquetTexts`); another sorts them by length, so they are read whole."""
+        files = [ingested.dir / "items.parquet"]
+        if (ingested.dir / "reference.parquet").is_file():
+            files.append(ingested.dir / "reference.parquet")
+        if embedder.batch_invariant:
+            return pipeline.ParquetTexts(files, "__text")
+        return pl.concat([pl.read_parquet(f, columns=["__text"])["__text"] for f in files])
 
     # ------------------------------------------------------------------------------- cluster
     def spherical(self) -> bool:
@@ -635,7 +670,7 @@ class Builder:
                 unchanged = self.unchanged_since()
                 if unchanged is not None:
                     return unchanged
-                ingested = self.ingest()
+                ingested = self.ingest_with_retries()
                 embedded = self.embed(ingested)
                 clustered = self.cluster(embedded)
                 valued = self.value(ingested, embedded)

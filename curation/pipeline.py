@@ -296,12 +296,77 @@ def serial_map(embedder: Embedder) -> MapChunks:
     return run
 
 
+class ParquetTexts:
+    """A string column of Parquet files (their rows one after another, e.g. the items and then
+    the held-out rows), read a row group at a time: what :func:`embed_texts` reads its texts
+    from when its embedder is :attr:`~curation.embed.Embedder.batch_invariant`, whose chunks
+    ask for rows in increasing order, so the driver never holds the column (10M short texts:
+    ~0.6 GB).
+
+    ``slice(start, n)`` and ``gather(positions)`` (sorted positions) return polars Series. The
+    last few decoded row groups are kept (thread-safe: chunks are gathered on worker threads);
+    asking for rows far behind them decodes their row group again, so any order is correct
+    and increasing order reads each row group about once."""
+
+    def __init__(self, paths: Sequence[Path], column: str, *, keep: int = 4) -> None:
+        import threading
+
+        import pyarrow.parquet as pq
+
+        self.column, self.keep = column, keep
+        self.groups: list[tuple[Path, int]] = []  # (file, row group), in row order
+        sizes = []
+        for path in paths:
+            meta = pq.ParquetFile(path).metadata
+            for g in range(meta.num_row_groups):
+                self.groups.append((Path(path), g))
+                sizes.append(meta.row_group(g).num_rows)
+        self.starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._decoded: dict[int, pl.Series] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _group(self, g: int) -> pl.Series:
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            if g in self._decoded:
+                return self._decoded[g]
+            path, index = self.groups[g]
+            table = pq.ParquetFile(path).read_row_group(index, columns=[self.column])
+            col = pl.Series(self.column, pl.from_arrow(table.column(0)), dtype=pl.String)
+            self._decoded[g] = col
+            while len(self._decoded) > self.keep:  # the oldest first: chunks move forward
+                del self._decoded[next(iter(self._decoded))]
+            return col
+
+    def gather(self, positions: np.ndarray) -> pl.Series:
+        positions = np.asarray(positions, dtype=np.int64)
+        groups = np.searchsorted(self.starts, positions, side="right") - 1
+        parts = []
+        for g in np.unique(groups).tolist():
+            mine = positions[groups == g] - self.starts[g]
+            parts.append(self._group(g).gather(mine))
+        out = pl.concat(parts) if parts else pl.Series(self.column, [], dtype=pl.String)
+        if np.any(np.diff(groups) < 0):  # row groups out of order: back to the order asked for
+            order = np.argsort(groups, kind="stable")  # the asked index of each row of `out`
+            where = np.empty_like(order)
+            where[order] = np.arange(len(order))
+            out = out.gather(where)
+        return out
+
+    def slice(self, start: int, n: int) -> pl.Series:
+        return self.gather(np.arange(start, min(start + n, len(self)), dtype=np.int64))
+
+
 class TextChunks(Sequence[list[str]]):
     """Chunks of texts gathered on demand from a column: ``chunks[i]`` is the list of
     ``texts[j] for j in positions[i]``. Only the chunks being embedded exist as Python strings,
     so a million-text pool is never a million-string list in the driver."""
 
-    def __init__(self, texts: pl.Series, positions: list[np.ndarray]) -> None:
+    def __init__(self, texts: pl.Series | ParquetTexts, positions: list[np.ndarray]) -> None:
         self.texts, self.positions = texts, positions
 
     def __len__(self) -> int:
@@ -397,12 +462,12 @@ class _BackgroundPuts:
             raise self.error
 
 
-def text_digests(texts: pl.Series | Sequence[str], batch: int | None = None) -> np.ndarray:
+def text_digests(texts: pl.Series | ParquetTexts | Sequence[str], batch: int | None = None) -> np.ndarray:
     """The sha256 digests of ``texts`` (UTF-8) as an ``S32`` array: each text's cache key
     (:func:`curation.embed.content_key`) before hexing, :func:`hex_keys` makes the keys. Held
     this way, a pool's keys take 32 bytes a text (10M texts: 0.32 GB), where the hex keys take
     64 and Python strings 4x that or more."""
-    col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    col = texts if isinstance(texts, (pl.Series, ParquetTexts)) else pl.Series("text", list(texts), dtype=pl.String)
     out = np.empty(len(col), dtype="S32")
     batch = batch or BLOCK_ROWS
     sha256 = hashlib.sha256
@@ -458,7 +523,7 @@ def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[n
     return first, inverse
 
 
-def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: EmbeddingCache | None,
+def embed_texts(texts: Sequence[str] | pl.Series | ParquetTexts, embedder: Embedder, *, cache: EmbeddingCache | None,
                 map_chunks: MapChunks, chunk_size: int = 1024,
                 out: Callable[[int, int], np.ndarray] | None = None,
                 lookup_batch: int | None = None) -> tuple[np.ndarray, dict[str, int]]:
@@ -481,7 +546,9 @@ def embed_texts(texts: Sequence[str] | pl.Series, embedder: Embedder, *, cache: 
     texts' column, their keys' sha256 digests (32 bytes a text, hexed into keys a block or a
     chunk at a time) and one batch of vectors, never a second matrix.
     """
-    col = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    col = texts if isinstance(texts, (pl.Series, ParquetTexts)) else pl.Series("text", list(texts), dtype=pl.String)
+    if isinstance(col, ParquetTexts) and not embedder.batch_invariant:
+        raise ValueError("texts read from Parquet need a batch-invariant embedder (its chunks come in row order)")
     n = len(col)
     digests = text_digests(col)
     X: np.ndarray | None = None

@@ -27,7 +27,17 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TagsContext
 
-from curation.builder import Builder, Clustered, Embedded, Ingested, Selected, Valued, as_recipe, preflight
+from curation.builder import (
+    INGEST_RETRY_DELAYS,
+    Builder,
+    Clustered,
+    Embedded,
+    Ingested,
+    Selected,
+    Valued,
+    as_recipe,
+    preflight,
+)
 from curation.exceptions import SourceReadError
 from curation.secrets import register_resolver
 from flows.ray_runtime import ray_builder
@@ -64,7 +74,8 @@ def transient(task, task_run, state) -> bool:
     return False
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 3, 10], retry_condition_fn=transient)
+@task(name="ingest", cache_policy=NO_CACHE, retries=len(INGEST_RETRY_DELAYS),
+      retry_delay_seconds=list(INGEST_RETRY_DELAYS), retry_condition_fn=transient)
 def ingest_task(b: Builder) -> Ingested:
     return b.ingest()
 

@@ -81,6 +81,60 @@ def test_embed_texts_into_a_memory_map_equals_in_memory_and_fills_the_cache(tmp_
     assert counts["cached"] == 300 and counts["embedded"] == 0 and np.array_equal(again, plain)
 
 
+def parquet_texts(tmp_path, texts, split, row_group):
+    """``texts`` written as two Parquet files (the first ``split`` rows, then the rest) in row
+    groups of ``row_group`` rows, read back as one ParquetTexts column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    paths = [tmp_path / "items.parquet", tmp_path / "reference.parquet"]
+    for path, part in zip(paths, (texts[:split], texts[split:])):
+        pq.write_table(pa.table({"__text": part}), path, row_group_size=row_group)
+    return curation.pipeline.ParquetTexts(paths, "__text", keep=2)
+
+
+def test_parquet_texts_gather_any_rows_in_the_order_asked_across_row_groups_files_and_threads(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"t{i} " + "é" * (i % 5) for i in range(103)]
+    col = parquet_texts(tmp_path, texts, split=61, row_group=10)
+    whole = pl.Series(texts)
+    assert len(col) == 103 and col.slice(95, 50).to_list() == texts[95:]
+    rng = np.random.default_rng(0)
+    asks = [np.sort(rng.choice(103, 17, replace=False)) for _ in range(40)] + [
+        rng.choice(103, 23, replace=False) for _ in range(40)] + [np.array([5, 5, 99, 0, 60, 61])]
+    with ThreadPoolExecutor(4) as pool:  # chunks are gathered on worker threads
+        got = list(pool.map(col.gather, asks))
+    assert all(g.to_list() == whole.gather(a).to_list() for g, a in zip(got, asks))
+    assert len(col._decoded) <= 2  # only the last few row groups stay decoded
+
+
+def test_embed_texts_from_parquet_equals_from_memory_cold_cached_and_on_threads(tmp_path):
+    texts = [f"text number {i % 37} " + "x" * (i % 11) for i in range(300)]
+    col = parquet_texts(tmp_path, texts, split=250, row_group=32)
+    hashing = make_text_embedder("hashing")
+
+    class Parallel(type(hashing)):
+        parallel_chunks = 2
+
+    for embedder in (hashing, Parallel()):
+        plain, counts = embed_texts(texts, embedder, cache=None, map_chunks=serial_map(embedder), chunk_size=8)
+        streamed, streamed_counts = embed_texts(col, embedder, cache=None, map_chunks=serial_map(embedder),
+                                                chunk_size=8)
+        assert np.array_equal(streamed, plain) and streamed_counts == counts
+    cache = EmbeddingCache(tmp_path / "cache", hashing.id)
+    embed_texts(texts[:150], hashing, cache=cache, map_chunks=serial_map(hashing), chunk_size=8)  # half cached
+    streamed, counts = embed_texts(col, hashing, cache=cache, map_chunks=serial_map(hashing), chunk_size=8,
+                                   lookup_batch=7)
+    assert counts["cached"] > 0 and np.array_equal(streamed, plain)
+
+    class Dependent(type(hashing)):
+        batch_invariant = False
+
+    with pytest.raises(ValueError, match="batch-invariant"):  # its chunks would jump around the file
+        embed_texts(col, Dependent(), cache=None, map_chunks=serial_map(hashing), chunk_size=8)
+
+
 def test_a_batch_invariant_embedder_embeds_in_pool_order_and_a_batch_dependent_one_longest_first():
     texts = [f"t{i} " + "x" * ((i * 7) % 13) for i in range(60)] + ["t3 " + "x" * 8]  # a repeat: embedded once
     seen: list[list[str]] = []

@@ -113,8 +113,10 @@ def test_the_next_build_stops_what_a_sigkilled_build_left_running(tmp_path):
         "groups": ["task"], "embed": {"model": "all-MiniLM-L6-v2", "max_seq_length": 64}, "cluster": {"k": 4},
         "select": {"method": "random", "budget": 50}, "output": {"root": "out"}}))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PREFECT_API_URL")}
-    proc = subprocess.Popen([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    # as a flow run on its own temporary Prefect server: a server in its own session, which a
+    # SIGKILLed build cannot stop (a Ray started in process dies with it, or soon after)
+    proc = subprocess.Popen([CURATE, "build", "r.yaml", "--prefect"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     while not list((tmp_path / "out/.stages").glob("ingest/*/record.json")):
         assert proc.poll() is None and time.monotonic() < deadline
@@ -123,7 +125,7 @@ def test_the_next_build_stops_what_a_sigkilled_build_left_running(tmp_path):
     proc.kill()  # SIGKILL: no clean-up can run
     proc.wait()
     left = marked_by(proc.pid)
-    assert left  # its Ray outlived the killed build
+    assert left  # Prefect's temporary server (and Ray) outlived the killed build
     rerun = subprocess.run([CURATE, "build", "r.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -93,7 +93,9 @@ def _flaky_class():
 
 
 @pytest.mark.slow
-def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(project, monkeypatch, capsys):
+@pytest.mark.parametrize("how", ["in process", "as a flow run"])
+def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(project, monkeypatch, capsys, how):
+    import curation.builder
     import flows.curate
     from connectors.base import Connector
     from flows.cli import main
@@ -101,9 +103,15 @@ def test_a_flaky_source_succeeds_with_retries_and_bad_data_is_not_retried(projec
     work, env = project
     monkeypatch.chdir(work)
     monkeypatch.setenv("RAY_ADDRESS", env["RAY_ADDRESS"])
-    # the task's retries as configured, without its 1 + 3 + 10 s of waiting
+    if how == "as a flow run":
+        monkeypatch.setenv("PREFECT_API_URL", env["PREFECT_API_URL"])
+    else:
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # the retries as configured (the library's in process, the task's in a flow), without their
+    # 1 + 3 + 10 s of waiting
+    assert flows.curate.ingest_task.retries == len(curation.builder.INGEST_RETRY_DELAYS) == 3
     monkeypatch.setattr(flows.curate, "ingest_task", flows.curate.ingest_task.with_options(retry_delay_seconds=0))
-    assert flows.curate.ingest_task.retries == 3
+    monkeypatch.setattr(curation.builder, "INGEST_RETRY_DELAYS", (0.0, 0.0, 0.0))
     _flaky_class()
     try:
         FlakyFiles.reads, FlakyFiles.fail = 0, 2
