@@ -143,6 +143,16 @@ class Ingested(StageOutput):
         p = self.dir / "reference.parquet"
         return pl.read_parquet(p, columns=columns) if p.is_file() else None
 
+    def texts(self, *, streamed: bool) -> pl.Series | pipeline.ParquetTexts:
+        """The pool's texts, then the held-out rows'. ``streamed``: read from the stage files a
+        row group at a time as they are asked for (:class:`pipeline.ParquetTexts`: for an
+        embedder whose chunks come in row order), else read whole."""
+        held = self.dir / "reference.parquet"
+        files = [self.dir / "items.parquet", *([held] if held.is_file() else [])]
+        if streamed:
+            return pipeline.ParquetTexts(files, "__text")
+        return pl.concat([pl.read_parquet(f, columns=["__text"])["__text"] for f in files])
+
 
 class Embedded(StageOutput):
     """One vector per pool row, then one per held-out row, in ``embeddings.npy`` (read
@@ -476,7 +486,8 @@ class Builder:
 
         def produce(out: Path) -> dict[str, Any]:
             if embedder is not None:  # the texts' column only, not every source column
-                texts = self._texts(ingested, embedder)
+                # a batch-invariant embedder takes its chunks in row order: read as they come
+                texts = ingested.texts(streamed=embedder.batch_invariant)
                 X, counts = pipeline.embed_texts(
                     texts, embedder, cache=EmbeddingCache(cache_dir(r), embedder.id),
                     map_chunks=lambda chunks: self.map_chunks(embedder, chunks), chunk_size=r.embed.chunk_size,
@@ -494,18 +505,6 @@ class Builder:
 
         return self._run("embed", Embedded, sections, {"ingest": ingested}, produce,
                          setup_seconds=time.perf_counter() - t0)
-
-    @staticmethod
-    def _texts(ingested: Ingested, embedder) -> pl.Series | pipeline.ParquetTexts:
-        """The pool's texts, then the held-out rows'. A batch-invariant embedder takes its
-        chunks in row order, so its texts are read from the stage files a row group at a time
-        (:class:`pipeline.ParquetTexts`); another sorts them by length, so they are read whole."""
-        files = [ingested.dir / "items.parquet"]
-        if (ingested.dir / "reference.parquet").is_file():
-            files.append(ingested.dir / "reference.parquet")
-        if embedder.batch_invariant:
-            return pipeline.ParquetTexts(files, "__text")
-        return pl.concat([pl.read_parquet(f, columns=["__text"])["__text"] for f in files])
 
     # ------------------------------------------------------------------------------- cluster
     def spherical(self) -> bool:

@@ -303,10 +303,11 @@ class ParquetTexts:
     ask for rows in increasing order, so the driver never holds the column (10M short texts:
     ~0.6 GB).
 
-    ``slice(start, n)`` and ``gather(positions)`` (sorted positions) return polars Series. The
-    last few decoded row groups are kept (thread-safe: chunks are gathered on worker threads);
-    asking for rows far behind them decodes their row group again, so any order is correct
-    and increasing order reads each row group about once."""
+    ``slice(start, n)`` and ``gather(positions)`` return polars Series, in the order asked for.
+    The last ``keep`` decoded row groups are kept (thread-safe: chunks are gathered on worker
+    threads); rows far behind them decode their row group again, so any order is correct and
+    increasing order decodes each row group about once. (:class:`ParquetColumn` is the other
+    lazily read column: one file, read whole on first use, for the few scorers that read texts.)"""
 
     def __init__(self, paths: Sequence[Path], column: str, *, keep: int = 4) -> None:
         import threading

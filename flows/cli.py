@@ -152,7 +152,10 @@ def _build(
     mark_build()
     if not prefect_secrets:
         preflight(recipe)  # before waiting for the lock: a missing file fails at once
-    version = (_build_in_flow if prefect else _build_in_process)(recipe, force=force, wait=not no_wait)
+    if prefect:
+        version = _build_in_flow(recipe, force=force, wait=not no_wait, prefect_secrets=prefect_secrets)
+    else:
+        version = _build_in_process(recipe, force=force, wait=not no_wait)
     if not version.published:
         print(f"unchanged since {version.name}: the recipe and every input equal that version's; "
               "nothing published (--force publishes anyway)")
@@ -175,14 +178,15 @@ def _build_in_process(recipe, *, force: bool, wait: bool):
         return ray_builder(recipe, force=force, wait=wait).run()
 
 
-def _build_in_flow(recipe, *, force: bool, wait: bool):
+def _build_in_flow(recipe, *, force: bool, wait: bool, prefect_secrets: bool):
     """The build as the ``curate`` Prefect flow run (:mod:`flows.curate`), on ``PREFECT_API_URL``
-    or on a temporary server started for it (:func:`flows.prefect_server.prefect_api`)."""
+    or on a temporary server started for it (:func:`flows.prefect_server.prefect_api`).
+    ``prefect_secrets``: the recipe reads Prefect Secret blocks, so its inputs are checked
+    (:func:`~curation.builder.preflight`) only once the server is up."""
     from curation.builder import Builder, Version, preflight
     from curation.report import load_manifest
     from flows.prefect_server import prefect_api
 
-    prefect_secrets = "${prefect:" in recipe.canonical_json()
     builder = Builder(recipe, force=force, wait=wait)
 
     def import_flow() -> None:  # while Prefect's temporary server boots
