@@ -262,7 +262,9 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
     df = df.with_columns(extra)
 
     if source.id is not None:
-        df = df.with_columns(pl.col(source.id).cast(pl.String).alias("id"))
+        # a Series, not an expression: an eager expression over columns chunked differently (the
+        # source's row groups, the columns added above) first copies every column into one chunk
+        df = df.with_columns(df[source.id].cast(pl.String).alias("id"))
         skip = skip_where(df["id"].is_null(), "null_id")
     else:
         if text is not None:  # no id for a skipped row: its text is not content
@@ -281,7 +283,7 @@ def normalize_batch(table: pa.Table, source: Any, groups: Sequence[str],
     items = df.filter(keep)
     hollow = hollow_text_column(source, groups)
     if hollow is not None:  # the text is kept once, as __text (restore_texts puts it back)
-        items = items.with_columns(pl.lit(None, dtype=pl.String).alias(hollow))
+        items = items.with_columns(pl.repeat(None, items.height, dtype=pl.String, eager=True).alias(hollow))
     return items, skipped
 
 

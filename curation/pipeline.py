@@ -23,6 +23,7 @@ from curation.embed import Embedder, EmbeddingCache, TabularEncoder
 from curation.embed.cache import key_hashes
 from curation.exceptions import DataError
 from curation.ingest import (
+    ROW_COL,
     SKIPPED_SCHEMA,
     WHERE,
     SchemaGuard,
@@ -70,6 +71,23 @@ def arrow_views(frame: pl.DataFrame) -> pa.Table:
     return table
 
 
+#: Stage file columns whose values are (nearly) all distinct: a dictionary would only cost time
+#: (pyarrow tries one per column chunk until it outgrows a page; 1M row numbers: 37 ms against 11).
+DISTINCT_COLUMNS = ("id", "__text", ROW_COL, POS)
+
+
+def stage_writer(path: Path, schema: pa.Schema) -> Any:
+    """A Parquet writer for a stage's items: uncompressed and without column statistics (a
+    local file read soon and whole, never filtered by statistics; zstd would make writing it
+    most of the ingest stage), dictionary-encoded but for :data:`DISTINCT_COLUMNS`, and encoding
+    64k values at a time rather than pyarrow's 1,024 (1M short-text items: 0.13 -> 0.12 s)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(path, schema, compression="none", write_statistics=False,
+                            use_dictionary=[n for n in schema.names if n not in DISTINCT_COLUMNS],
+                            write_batch_size=65_536)
+
+
 class ItemParts:
     """A stage's items written batch by batch as they are normalised, never held whole.
 
@@ -109,7 +127,6 @@ class ItemParts:
     def add(self, items: pl.DataFrame, key_columns: Sequence[str]) -> pl.DataFrame:
         """Queue ``items`` for writing; returns its key frame (``key_columns`` present in it,
         and :data:`POS`)."""
-        import pyarrow.parquet as pq
 
         schema = dict(items.schema)
         if not self.schemas or self.schemas[-1] != schema:
@@ -119,17 +136,16 @@ class ItemParts:
                 if self._writer is not None:
                     self._submit(self._writer.close)
                 path = self.dir / f".items-part-{len(self.parts)}.parquet"
-                self._writer = pq.ParquetWriter(path, arrow_views(items.head(0)).schema, compression="none",
-                                                write_statistics=False)
+                self._writer = stage_writer(path, arrow_views(items.head(0)).schema)
                 self.parts.append((path, schema))
             writer = self._writer
             self._submit(lambda: writer.write_table(arrow_views(items)))
         # text keys other than the id as categoricals: 4 bytes a row, not a 16-byte string view
         # (10M rows, source, group and one group column: the stage's peak 1.2 -> 0.96 GB);
         # a skipped row made from them is concatenated with string rows and is a string again
-        keys = items.select([c for c in key_columns if c in schema]).with_columns(
+        keys = items.lazy().select([c for c in key_columns if c in schema]).with_columns(
             pl.col(pl.String).exclude("id").cast(pl.Categorical),
-            pl.int_range(self.rows, self.rows + items.height, dtype=pl.Int64).alias(POS))
+            pl.int_range(self.rows, self.rows + items.height, dtype=pl.Int64).alias(POS)).collect()
         self.rows += items.height
         return keys
 
@@ -177,7 +193,7 @@ class ItemParts:
         def write(out: Path, frame: pl.DataFrame) -> None:
             table = arrow_views(frame)
             if out not in writers:
-                writers[out] = pq.ParquetWriter(out, table.schema, compression="none", write_statistics=False)
+                writers[out] = stage_writer(out, table.schema)
             writers[out].write_table(table)
 
         try:
