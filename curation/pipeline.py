@@ -517,27 +517,48 @@ def digest_hashes(digests: np.ndarray) -> np.ndarray:
     return out
 
 
-def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(first, inverse) of the ``S`` array ``keys``: ``first[j]`` is where the j-th distinct key
-    first occurs and ``keys == keys[first][inverse]``.
+def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(first, repeats, of)`` for the ``S`` array ``keys``: ``first[j]`` is where the j-th
+    distinct key first occurs; every other row ``repeats[i]`` holds the key of row ``of[i]``
+    (a row of ``first``). So ``first`` and ``repeats`` partition the rows, and with
+    ``rep = arange(n); rep[repeats] = of``, ``keys[rep] == keys``.
 
     Distinct keys come in the order of their 64-bit ``hashes`` (default: the keys'
     :func:`~curation.embed.cache.key_hashes`; for digests, :func:`digest_hashes`, the same
-    order as their hex keys'), found by sorting the int64 hashes rather than the keys (1M keys:
-    0.31 s against 0.87 s). Two different keys sharing a hash would be merged; that is checked
-    for (one vectorised comparison) and then the keys themselves are sorted instead, in their
-    byte order (a digest's byte order is its hex key's).
+    order as their hex keys'), found by one stable sort of the int64 hashes rather than of the
+    keys (1M keys: 0.31 s against 0.87 s), and without a per-row inverse: a pool without
+    repeats (the usual case) holds only ``first`` afterwards (10M keys: the embed stage's peak
+    1.49 -> ~1.1 GB with ``np.unique``'s temporaries gone). Two different keys sharing a hash
+    would be merged; only a repeat can be such a pair, so the repeats alone are compared with
+    their first rows, and on a mismatch the keys themselves are sorted instead, in their byte
+    order (a digest's byte order is its hex key's).
     """
     hashes = key_hashes(keys) if hashes is None else hashes
-    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    # checked BLOCK_ROWS keys at a time: the whole-array check copied every key twice (10M
-    # keys: 1.3 GB of temporaries in the embed stage)
-    for s in range(0, len(keys), BLOCK_ROWS):
-        if not (keys[first[inverse[s : s + BLOCK_ROWS]]] == keys[s : s + BLOCK_ROWS]).all():
-            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-            return first, inverse.reshape(-1)
-    return first, inverse
+    first, repeats, of = _distinct_sorted(hashes)
+    # compared BLOCK_ROWS repeats at a time: a whole-array comparison copies the keys it reads
+    for s in range(0, len(repeats), BLOCK_ROWS):
+        if not (keys[repeats[s : s + BLOCK_ROWS]] == keys[of[s : s + BLOCK_ROWS]]).all():
+            return _distinct_sorted(keys)
+    return first, repeats, of
+
+
+def _distinct_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`distinct_keys` of ``values`` compared as they are (equal values are one key),
+    distinct values in ascending order; a stable sort makes each one's first row its smallest."""
+    n = len(values)
+    perm = np.argsort(values, kind="stable")
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        ordered = values[perm]
+        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+        del ordered
+    first = perm[new]
+    if new.all():
+        return first, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    again = ~new
+    repeats = perm[again]
+    of = first[(np.cumsum(new) - 1)[again]]  # the distinct value each repeat belongs to
+    return first, repeats, of
 
 
 def embed_texts(texts: Sequence[str] | pl.Series | ParquetTexts, embedder: Embedder, *, cache: EmbeddingCache | None,
@@ -585,17 +606,23 @@ def embed_texts(texts: Sequence[str] | pl.Series | ParquetTexts, embedder: Embed
                 found[start : start + lookup_batch] = hit
                 # through the file (curation.memory.write_rows): a memory-mapped X stays unmapped
                 write_rows(dest(vecs.shape[1]), start + np.flatnonzero(hit), vecs)
-    missing = np.flatnonzero(~found)
-    todo = digests if len(missing) == n else digests[missing]  # a cold cache: no copy
-    first, inverse = distinct_keys(todo, digest_hashes(todo))
+    # a cold cache: every row is missing, and no array of their positions is made (10M: 80 MB)
+    missing = None if not found.any() else np.flatnonzero(~found)
+    todo = digests if missing is None else digests[missing]
+    first, repeats, of = distinct_keys(todo, digest_hashes(todo))
     del todo
-    first_pos = missing[first]  # where each distinct missing text first occurs, in key-hash order
+    # where each distinct missing text first occurs (in key-hash order), and the rows repeating one
+    first_pos, repeats, of = (first, repeats, of) if missing is None else (missing[first], missing[repeats], missing[of])
+    del first, missing
     if embedder.batch_invariant:
-        order = np.argsort(first_pos)  # pool order
+        first_pos.sort()  # pool order; each chunk a view of it
+        positions = [first_pos[i : i + chunk_size] for i in range(0, len(first_pos), chunk_size)]
     else:
         lengths = col.str.len_chars().to_numpy()[first_pos]  # 4 bytes a text, not a gathered column
         order = np.argsort(-lengths, kind="stable")  # longest first; ties in key-hash order
-    positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
+        del lengths
+        positions = [first_pos[order[i : i + chunk_size]] for i in range(0, len(order), chunk_size)]
+        del order
     if positions:  # a fully cached run shows no progress bar
         writer = _BackgroundPuts(cache) if cache is not None else None
         try:
@@ -609,9 +636,9 @@ def embed_texts(texts: Sequence[str] | pl.Series | ParquetTexts, embedder: Embed
         finally:
             if writer is not None:
                 writer.close()
-        dups = np.setdiff1d(missing, first_pos, assume_unique=True)  # repeats of a text embedded once
-        if len(dups):
-            X[dups] = X[first_pos[inverse[np.searchsorted(missing, dups)]]]
+        if len(repeats):  # repeats of a text embedded once
+            for s in range(0, len(repeats), BLOCK_ROWS):
+                X[repeats[s : s + BLOCK_ROWS]] = X[of[s : s + BLOCK_ROWS]]
         release(X)
     if X is None:
         X = dest(0)

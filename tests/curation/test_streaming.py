@@ -81,6 +81,20 @@ def test_embed_texts_into_a_memory_map_equals_in_memory_and_fills_the_cache(tmp_
     assert counts["cached"] == 300 and counts["embedded"] == 0 and np.array_equal(again, plain)
 
 
+def test_repeated_texts_are_embedded_once_and_copied_cold_and_half_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 3)  # repeats copied and checked in blocks
+    texts = [f"t{i % 40}" for i in range(200)]  # 40 distinct texts, each 5 times
+    hashing = make_text_embedder("hashing")
+    direct = hashing.embed(texts)
+    X, counts = embed_texts(texts, hashing, cache=None, map_chunks=serial_map(hashing), chunk_size=8)
+    assert counts == {"texts": 200, "cached": 0, "embedded": 40} and np.array_equal(X, direct)
+    cache = EmbeddingCache(tmp_path / "cache", hashing.id)
+    embed_texts([f"t{i}" for i in range(0, 40, 2)], hashing, cache=cache, map_chunks=serial_map(hashing))
+    X, counts = embed_texts(texts, hashing, cache=EmbeddingCache(tmp_path / "cache", hashing.id),
+                            map_chunks=serial_map(hashing), chunk_size=8, lookup_batch=7)
+    assert counts == {"texts": 200, "cached": 100, "embedded": 20} and np.array_equal(X, direct)
+
+
 def parquet_texts(tmp_path, texts, split, row_group):
     """``texts`` written as two Parquet files (the first ``split`` rows, then the rest) in row
     groups of ``row_group`` rows, read back as one ParquetTexts column."""
@@ -205,20 +219,47 @@ def test_a_consumer_that_stops_early_leaves_no_embedding_running():
     assert len(calls) <= 3 + 2 * 2 + 2  # consumed, queued ahead, running: never the whole list
 
 
+def _rebuilt(keys, first, repeats, of):
+    """keys[rep], rep mapping each repeat to the first row of its key; and whether first and
+    repeats partition the rows."""
+    rep = np.arange(len(keys))
+    rep[repeats] = of
+    return keys[rep], sorted([*first.tolist(), *repeats.tolist()]) == list(range(len(keys)))
+
+
 def test_distinct_keys_by_hash_match_numpy_unique_and_fall_back_when_hashes_collide(monkeypatch):
     keys = np.array([b"b", b"a", b"b", b"c", b"a", b"a"], dtype="S64")
-    first, inverse = curation.pipeline.distinct_keys(keys)
-    assert np.array_equal(keys[first][inverse], keys)
-    assert sorted(first.tolist()) == [0, 1, 3]  # the first occurrence of each key
+    first, repeats, of = curation.pipeline.distinct_keys(keys)
+    rebuilt, partition = _rebuilt(keys, first, repeats, of)
+    assert np.array_equal(rebuilt, keys) and partition
+    _, np_first = np.unique(curation.pipeline.key_hashes(keys), return_index=True)
+    assert first.tolist() == np_first.tolist()  # the first occurrence of each key, in hash order
+    assert sorted(zip(repeats.tolist(), of.tolist())) == [(2, 0), (4, 1), (5, 1)]
+    # no repeats: nothing but the first rows (and empty input)
+    first, repeats, of = curation.pipeline.distinct_keys(np.array([b"x", b"y"], dtype="S64"))
+    assert sorted(first.tolist()) == [0, 1] and len(repeats) == len(of) == 0
+    assert [len(a) for a in curation.pipeline.distinct_keys(np.array([], dtype="S64"))] == [0, 0, 0]
     monkeypatch.setattr(curation.pipeline, "key_hashes", lambda k: np.zeros(len(k), dtype=np.int64))
-    first, inverse = curation.pipeline.distinct_keys(keys)  # every hash collides: sorted by the keys
-    assert first.tolist() == [1, 0, 3] and np.array_equal(keys[first][inverse], keys)
+    first, repeats, of = curation.pipeline.distinct_keys(keys)  # every hash collides: sorted by the keys
+    assert first.tolist() == [1, 0, 3] and np.array_equal(_rebuilt(keys, first, repeats, of)[0], keys)
     # the check runs a block at a time: a collision only in the last block is still found
     monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 2)
     monkeypatch.setattr(curation.pipeline, "key_hashes",
                         lambda k: np.array([1, 2, 1, 3, 2, 3], dtype=np.int64))  # "a" (row 5) shares c's hash
-    first, inverse = curation.pipeline.distinct_keys(keys)
-    assert first.tolist() == [1, 0, 3] and np.array_equal(keys[first][inverse], keys)
+    first, repeats, of = curation.pipeline.distinct_keys(keys)
+    assert first.tolist() == [1, 0, 3] and np.array_equal(_rebuilt(keys, first, repeats, of)[0], keys)
+
+
+def test_distinct_keys_of_many_random_keys_match_numpy_unique():
+    rng = np.random.default_rng(3)
+    keys = np.array([f"k{v}".encode() for v in rng.integers(0, 500, 3000)], dtype="S64")
+    first, repeats, of = curation.pipeline.distinct_keys(keys)
+    hashes = curation.pipeline.key_hashes(keys)
+    _, np_first, np_inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    assert np.array_equal(first, np_first)
+    rep = np.arange(len(keys))
+    rep[repeats] = of
+    assert np.array_equal(rep, np_first[np_inverse.reshape(-1)])
 
 
 def test_text_keys_are_content_keys_across_batches_and_unicode():
@@ -245,7 +286,7 @@ def test_digests_give_the_keys_and_the_distinct_order_of_their_hex_keys(monkeypa
         by_digest = distinct_keys(digests, digest_hashes(digests) if hashes is None else hashes)
         by_key = distinct_keys(keys, hashes)
         assert all(np.array_equal(a, b) for a, b in zip(by_digest, by_key))
-        assert np.array_equal(digests[by_digest[0]][by_digest[1]], digests)
+        assert np.array_equal(_rebuilt(digests, *by_digest)[0], digests)
 
 
 def test_pool_codes_follow_numpys_sorted_names_and_ids_are_the_items_column(monkeypatch):
