@@ -77,13 +77,19 @@ def blocks(X: np.ndarray, block: int = 65_536, step: int = 1) -> Iterator[tuple[
     """``(rows, X[rows])`` for consecutive blocks of at most ``block`` rows. A block is a view;
     its pages are released when the next block is asked for (reading the view later still
     works: the pages map back). With ``step`` > 1 only every ``step``-th row is taken
-    (``rows`` has that step): still at most ``block`` rows a block, the stretch they span
-    released after it."""
+    (``rows`` has that step): still at most ``block`` rows a block, but as a copy gathered by
+    :func:`take`, so at most ``block`` consecutive rows of ``X`` are resident at once, not the
+    ``block * step`` rows the block spans (a view of them left most of the stretch mapped: the
+    fault-around maps the pages beside each row read; 10M x 384 vectors sampled 1 in 77,
+    ~0.35 GB)."""
     span = block * step
     for s in range(0, len(X), span):
         rows = slice(s, min(s + span, len(X)), step)
-        yield rows, X[rows]
-        release(X, rows.start, rows.stop)
+        if step == 1:
+            yield rows, X[rows]
+            release(X, rows.start, rows.stop)
+        else:
+            yield rows, take(X, np.arange(rows.start, rows.stop, step), block)
 
 
 def take(X: np.ndarray, idx: np.ndarray, block: int = 65_536) -> np.ndarray:

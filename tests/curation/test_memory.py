@@ -60,6 +60,27 @@ def test_a_blocked_pass_holds_about_one_block_and_sees_every_row(tmp_path):
     assert resident_kb(path) < 6_000
 
 
+
+def test_a_sampled_pass_and_the_selection_metrics_hold_about_one_block_of_a_memory_map(tmp_path):
+    from curation.metrics import selection_metrics
+
+    path = tmp_path / "x.npy"
+    rng = np.random.default_rng(0)
+    np.save(path, rng.normal(size=(40_000, 256)).astype(np.float32))  # 39 MiB
+    X = np.load(path, mmap_mode="r")
+    peak, rows = 0, []
+    for r, Xb in blocks(X, 1_000, step=7):  # every 7th row: 7,000 rows spanned a block
+        rows.append(np.arange(r.start, r.stop, r.step))
+        assert np.array_equal(Xb, np.load(path)[r])
+        peak = max(peak, resident_kb(path))
+    assert np.array_equal(np.concatenate(rows), np.arange(0, 40_000, 7))
+    assert peak < 3_000  # a 1,000-row stretch is 1 MiB; the 7,000 rows a block spans 6.8 MiB
+    chosen = np.zeros(40_000, bool)
+    chosen[rng.choice(40_000, 400, replace=False)] = True  # 400 rows and 400 random ones, spread out
+    assert selection_metrics(X, chosen, np.random.default_rng(1)) == selection_metrics(
+        np.load(path), chosen, np.random.default_rng(1))
+    assert resident_kb(path) < 3_000  # a plain gather left the pages around every row: ~most of it
+
 TRIM_CHILD = """
 from curation.memory import trim_heap
 
