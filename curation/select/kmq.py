@@ -59,8 +59,12 @@ def sample_within_clusters(clusters: np.ndarray, counts: np.ndarray, quality: np
     """``counts[j]`` available rows of each cluster j, without replacement, p ∝ exp(q/T).
 
     Gumbel-top-k over ``q/T + G`` draws exactly that distribution in one pass per cluster.
+    The Gumbel noise is drawn a block at a time into the keys (the same numbers as one draw of
+    all of them: one uniform each), not as a second pool-sized array (10M rows: 80 MB).
     """
-    keys = quality / temperature + rng.gumbel(size=len(quality))
+    keys = np.divide(quality, temperature, dtype=np.float64)
+    for s in range(0, len(keys), 1 << 16):
+        keys[s : s + (1 << 16)] += rng.gumbel(size=len(keys[s : s + (1 << 16)]))
     picks = []
     for j in np.flatnonzero(counts):
         members = np.flatnonzero((clusters == j) & available)

@@ -332,3 +332,25 @@ def test_a_report_assembled_in_tiny_blocks_with_skipped_and_held_out_rows_publis
     assert pq.ParquetFile(stage).num_row_groups == -(-counts["pool"] // 3) + 2
     report = tiny.report()
     assert report.height == counts["candidates"] and report["map_x"].null_count() == 10  # no vector: no map
+
+
+def test_gathered_rows_keep_their_types_and_not_their_blocks_string_buffers(tmp_path, monkeypatch):
+    """pipeline._gather copies each block's picked rows out of it: a filtered string column
+    points into the whole block's buffers (1,000 picks over 10M rows: ~0.5 GB held)."""
+    import datetime as dt
+
+    monkeypatch.setattr(curation.pipeline, "BLOCK_ROWS", 20_000)
+    n = 60_000
+    pl.DataFrame({
+        "id": [f"r{i}" for i in range(n)], "text": [f"{'word ' * 20}{i}" for i in range(n)],
+        "when": [dt.datetime(2020, 1, 1)] * n, "tags": [[i % 3] for i in range(n)],
+    }).with_columns(pl.col("when").dt.replace_time_zone("Europe/Berlin"),
+                    pl.col("id").cast(pl.Categorical).alias("cat")).write_parquet(tmp_path / "items.parquet")
+    lf = pl.scan_parquet(tmp_path / "items.parquet")
+    rows = np.array([3, 19_999, 20_000, 45_123, 59_999])
+    got = curation.pipeline._gather(lf, rows)
+    want = lf.with_row_index("__row_nr").collect()[rows.tolist()]
+    assert got.schema == want.schema and got.equals(want)
+    # (a categorical's dictionary is every category's: not measured)
+    size = got.select("id", "text").to_arrow(compat_level=pl.CompatLevel.newest()).get_total_buffer_size()
+    assert size < 5_000  # the five rows, not three blocks of 20,000 texts (~2.5 MB each)
