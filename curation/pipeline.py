@@ -127,7 +127,6 @@ class ItemParts:
     def add(self, items: pl.DataFrame, key_columns: Sequence[str]) -> pl.DataFrame:
         """Queue ``items`` for writing; returns its key frame (``key_columns`` present in it,
         and :data:`POS`)."""
-
         schema = dict(items.schema)
         if not self.schemas or self.schemas[-1] != schema:
             self.schemas.append(schema)  # an empty batch's columns are the items' columns too
@@ -527,8 +526,8 @@ def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[n
     :func:`~curation.embed.cache.key_hashes`; for digests, :func:`digest_hashes`, the same
     order as their hex keys'), found by one stable sort of the int64 hashes rather than of the
     keys (1M keys: 0.31 s against 0.87 s), and without a per-row inverse: a pool without
-    repeats (the usual case) holds only ``first`` afterwards (10M keys: the embed stage's peak
-    1.49 -> ~1.1 GB with ``np.unique``'s temporaries gone). Two different keys sharing a hash
+    repeats (the usual case) holds only ``first`` afterwards (10M texts: the embed stage's peak
+    1.49 -> 0.97 GB with ``np.unique``'s temporaries gone). Two different keys sharing a hash
     would be merged; only a repeat can be such a pair, so the repeats alone are compared with
     their first rows, and on a mismatch the keys themselves are sorted instead, in their byte
     order (a digest's byte order is its hex key's).

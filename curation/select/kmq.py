@@ -64,7 +64,8 @@ def sample_within_clusters(clusters: np.ndarray, counts: np.ndarray, quality: np
     """
     keys = np.divide(quality, temperature, dtype=np.float64)
     for s in range(0, len(keys), 1 << 16):
-        keys[s : s + (1 << 16)] += rng.gumbel(size=len(keys[s : s + (1 << 16)]))
+        block = keys[s : s + (1 << 16)]
+        block += rng.gumbel(size=len(block))
     picks = []
     for j in np.flatnonzero(counts):
         members = np.flatnonzero((clusters == j) & available)
