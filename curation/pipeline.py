@@ -546,11 +546,10 @@ def _distinct_sorted(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     distinct values in ascending order; a stable sort makes each one's first row its smallest."""
     n = len(values)
     perm = np.argsort(values, kind="stable")
-    new = np.ones(n, dtype=bool)
-    if n > 1:
-        ordered = values[perm]
-        np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
-        del ordered
+    new = np.ones(n, dtype=bool)  # where a new value starts in sorted order
+    for s in range(1, n, BLOCK_ROWS):  # compared a block at a time: no sorted copy of the values
+        e = min(s + BLOCK_ROWS, n)
+        np.not_equal(values[perm[s:e]], values[perm[s - 1 : e - 1]], out=new[s:e])
     first = perm[new]
     if new.all():
         return first, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
