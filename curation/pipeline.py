@@ -527,7 +527,7 @@ def distinct_keys(keys: np.ndarray, hashes: np.ndarray | None = None) -> tuple[n
     order as their hex keys'), found by one stable sort of the int64 hashes rather than of the
     keys (1M keys: 0.31 s against 0.87 s), and without a per-row inverse: a pool without
     repeats (the usual case) holds only ``first`` afterwards (10M texts: the embed stage's peak
-    1.49 -> 0.97 GB with ``np.unique``'s temporaries gone). Two different keys sharing a hash
+    1.49 -> 0.91 GB with ``np.unique``'s temporaries gone). Two different keys sharing a hash
     would be merged; only a repeat can be such a pair, so the repeats alone are compared with
     their first rows, and on a mismatch the keys themselves are sorted instead, in their byte
     order (a digest's byte order is its hex key's).
