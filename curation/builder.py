@@ -468,7 +468,7 @@ class Builder:
         failed try left nothing behind); the last failure is raised as it is."""
         delays = INGEST_RETRY_DELAYS
         return Retrying(retry=retry_if_exception_type(SourceReadError), stop=stop_after_attempt(len(delays) + 1),
-                        wait=wait_chain(*[wait_fixed(d) for d in delays]) if delays else wait_fixed(0),
+                        wait=wait_chain(*[wait_fixed(d) for d in delays]),
                         reraise=True, before_sleep=_log_retry)(self.ingest)
 
     # --------------------------------------------------------------------------------- embed
@@ -565,7 +565,7 @@ class Builder:
         if held is not None:
             reference = pipeline.make_reference(held, embedded.reference_vectors(), self.recipe.holdout,
                                                 pipeline.pool_group_names(items))
-        texts = pipeline.ParquetColumn(path, "__text") if self.recipe.is_text else None
+        texts = pipeline.ParquetTexts([path], "__text") if self.recipe.is_text else None
         return pipeline.make_pool(items, embedded.vectors(), None if clustered is None else clustered.labels(),
                                   reference=reference, values=None if valued is None else valued.values()[0],
                                   texts=texts)

@@ -311,18 +311,21 @@ def serial_map(embedder: Embedder) -> MapChunks:
     return run
 
 
-class ParquetTexts:
+class ParquetTexts(Sequence[str]):
     """A string column of Parquet files (their rows one after another, e.g. the items and then
     the held-out rows), read a row group at a time: what :func:`embed_texts` reads its texts
     from when its embedder is :attr:`~curation.embed.Embedder.batch_invariant`, whose chunks
     ask for rows in increasing order, so the driver never holds the column (10M short texts:
     ~0.6 GB).
 
-    ``slice(start, n)`` and ``gather(positions)`` return polars Series, in the order asked for.
-    The last ``keep`` decoded row groups are kept (thread-safe: chunks are gathered on worker
-    threads); rows far behind them decode their row group again, so any order is correct and
-    increasing order decodes each row group about once. (:class:`ParquetColumn` is the other
-    lazily read column: one file, read whole on first use, for the few scorers that read texts.)"""
+    Also the pool's texts (:attr:`curation.types.Pool.texts`), which only a few scorers read
+    (``quality: length`` iterates them; a part of the pool gathers its rows).
+
+    ``slice(start, n)`` and ``gather(positions)`` return polars Series, in the order asked for;
+    indexing gives a string (a position) or a Series (a slice or positions), and iterating
+    reads the row groups in order. The last ``keep`` decoded row groups are kept (thread-safe:
+    chunks are gathered on worker threads); rows far behind them decode their row group again,
+    so any order is correct and increasing order decodes each row group about once."""
 
     def __init__(self, paths: Sequence[Path], column: str, *, keep: int = 4) -> None:
         import threading
@@ -375,6 +378,17 @@ class ParquetTexts:
 
     def slice(self, start: int, n: int) -> pl.Series:
         return self.gather(np.arange(start, min(start + n, len(self)), dtype=np.int64))
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return self.gather(np.arange(len(self))[i])
+        if isinstance(i, (int, np.integer)):
+            return self.gather(np.array([i if i >= 0 else len(self) + i]))[0]
+        return self.gather(np.asarray(i))
+
+    def __iter__(self) -> Iterator[str]:
+        for g in range(len(self.groups)):
+            yield from self._group(g)
 
 
 class TextChunks(Sequence[list[str]]):
@@ -708,38 +722,12 @@ def pool_group_names(items: pl.DataFrame) -> tuple[str, ...]:
     return tuple(str(n) for n in np.unique(items["group"].to_numpy().astype(str)))
 
 
-class ParquetColumn(Sequence[Any]):
-    """One column of a Parquet file, read on first use: the pool's texts, which only a few
-    scorers (``quality: length``) ever look at, so a build does not hold them otherwise."""
-
-    def __init__(self, path, column: str) -> None:
-        import pyarrow.parquet as pq
-
-        self.path, self.column = path, column
-        self._n = pq.ParquetFile(path).metadata.num_rows
-        self._values: pl.Series | None = None
-
-    def values(self) -> pl.Series:
-        if self._values is None:
-            self._values = pl.read_parquet(self.path, columns=[self.column])[self.column]
-        return self._values
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self.values()[i]
-
-    def __iter__(self):
-        return iter(self.values())
-
-
 def make_pool(items: pl.DataFrame, X: np.ndarray, labels: np.ndarray | None, *,
               reference: Reference | None = None, values: np.ndarray | None = None,
               texts: Sequence[str] | None = None) -> Pool:
     """A Pool from items (group codes in sorted group-name order, so they are stable).
 
-    ``texts``: the items' texts when ``items`` has no ``__text`` column (e.g. a :class:`ParquetColumn`).
+    ``texts``: the items' texts when ``items`` has no ``__text`` column (e.g. a :class:`ParquetTexts`).
     """
     # codes in the order of np.unique's sorted names (UTF-8 byte order is code point order),
     # without a Python string per row: each row's categorical code mapped through a table of the

@@ -126,9 +126,8 @@ class Pool:
             return None if a is None else np.asarray(a)[rows]
 
         texts = self.texts
-        if texts is not None:  # a polars Series, a lazily read column, or any sequence
-            series = texts.values() if hasattr(texts, "values") and callable(texts.values) else texts
-            texts = series.gather(rows) if hasattr(series, "gather") else np.asarray(series, dtype=object)[rows]
+        if texts is not None:  # a polars Series, a lazily read column (both gather), or any sequence
+            texts = texts.gather(rows) if hasattr(texts, "gather") else np.asarray(texts, dtype=object)[rows]
         return Pool(ids=self.ids[rows], embeddings=np.ascontiguousarray(self.embeddings[rows]),
                     groups=self.groups[rows], group_names=self.group_names, clusters=cut(self.clusters),
                     labels=cut(self.labels), texts=texts, reference=self.reference, values=cut(self.values))

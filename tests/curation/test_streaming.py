@@ -123,6 +123,25 @@ def test_parquet_texts_gather_any_rows_in_the_order_asked_across_row_groups_file
     assert len(col._decoded) <= 2  # only the last few row groups stay decoded
 
 
+def test_parquet_texts_as_the_pools_texts_index_iterate_and_take_like_the_column(tmp_path):
+    from curation.score.builtin import LengthScorer
+    from curation.types import Pool
+
+    texts = [f"t{i} " + "é" * (i % 5) for i in range(103)]
+    col = parquet_texts(tmp_path, texts, split=61, row_group=10)
+    assert list(col) == texts and len(col._decoded) <= 2  # iterated a row group at a time
+    assert col[7] == texts[7] and col[-1] == texts[-1] and col[95:].to_list() == texts[95:]
+    assert col[np.array([60, 61, 3])].to_list() == [texts[60], texts[61], texts[3]]
+
+    def pool(t):
+        return Pool(ids=np.arange(103).astype(str), embeddings=np.zeros((103, 2), np.float32),
+                    groups=np.zeros(103, int), group_names=("*",), texts=t)
+
+    rows = np.array([100, 2, 61])
+    assert pool(col).take(rows).texts.to_list() == pool(pl.Series(texts)).take(rows).texts.to_list()
+    assert np.array_equal(LengthScorer().score(pool(col)), LengthScorer().score(pool(texts)))
+
+
 def test_embed_texts_from_parquet_equals_from_memory_cold_cached_and_on_threads(tmp_path):
     texts = [f"text number {i % 37} " + "x" * (i % 11) for i in range(300)]
     col = parquet_texts(tmp_path, texts, split=250, row_group=32)
