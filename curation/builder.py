@@ -440,13 +440,15 @@ class Builder:
                         how="diagonal_relaxed")
                 held = held_keys = None
                 if ref is not None and ref.fraction is not None:
-                    keys, held_keys = holdout.split_fraction(keys, ref.fraction, rng=stage_rng(r.seed, "holdout"))
+                    keys, held_keys = holdout.split_fraction(sink.with_columns(keys, holdout.STRATA), ref.fraction,
+                                                             rng=stage_rng(r.seed, "holdout"))
                 elif ref_conn is not None:
                     src, conn = ref_conn
                     held, _ = pipeline.read_source(conn.iter_batches(), src, r.groups, connector_skipped=conn.skipped)
                     if src.id is None:  # content-hash ids: the same id is the same text
                         keys, dropped = holdout.drop_overlap(keys, held)
-                        skipped = pl.concat([skipped, dropped.drop(pipeline.POS)], how="diagonal_relaxed")
+                        skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
+                skipped = sink.complete(skipped)  # a duplicate's group and location, read back
                 sink.finish(out / "items.parquet", keys[pipeline.POS].to_numpy(),
                             None if held_keys is None else held_keys[pipeline.POS].to_numpy(),
                             out / "reference.parquet")

@@ -18,9 +18,12 @@ from curation.allocation import allocate
 from curation.exceptions import DataError
 from curation.types import Pool
 
+#: The columns :func:`split_fraction` stratifies by, where present.
+STRATA = ("__label", "group")
+
 
 def split_fraction(items: pl.DataFrame, fraction: float, *, rng: np.random.Generator,
-                   strata: tuple[str, ...] = ("__label", "group")) -> tuple[pl.DataFrame, pl.DataFrame]:
+                   strata: tuple[str, ...] = STRATA) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(pool rows, held-out rows): ``round(fraction · n)`` rows drawn at random.
 
     The draw is stratified by the ``strata`` columns present (label × group by default, so

@@ -52,6 +52,9 @@ RESERVED = ("id", "source", "group", "cluster", "selected_rank", "reason")
 #: row in it (the line number for line-based files, when the connector knows it).
 UNIT_COL, ROW_COL = "__unit", "__row"
 WHERE = (UNIT_COL, ROW_COL)
+#: The row position column of an items key frame (``pipeline.ItemParts``): the row's place in
+#: the order the items were written, across sources.
+POS = "__pos"
 NULL_GROUP = "<null>"
 SKIPPED_SCHEMA = {"id": pl.String, "source": pl.String, "group": pl.String, "reason": pl.String,
                   UNIT_COL: pl.Categorical, ROW_COL: pl.Int64}
@@ -333,11 +336,18 @@ def combine(batches: Iterable[tuple[pl.DataFrame, pl.DataFrame]], *, hashed_ids:
     group_cols = [c for c in skipped.columns if c not in SKIPPED_SCHEMA]
     if items.height and hashed_ids:
         first = items.select(pl.col("id").is_first_distinct()).to_series()
-        dups = items.filter(~first).select("id", "source", "group", *group_cols,
-                                           *where_columns(items))
+        dups = as_skipped(items.filter(~first), group_cols, "duplicate_content")
         items = items.filter(first)
-        skipped = pl.concat([skipped, dups.with_columns(reason=pl.lit("duplicate_content"))], how="diagonal_relaxed")
+        skipped = pl.concat([skipped, dups], how="diagonal_relaxed")
     return items, skipped
+
+
+def as_skipped(items: pl.DataFrame, group_cols: Sequence[str], reason: str) -> pl.DataFrame:
+    """``items`` as skipped rows with ``reason``: the columns a skipped row carries (id, source,
+    group, ``group_cols``, location) that ``items`` has, and :data:`POS` when it has one. A key
+    frame has only the id, source and position; ``ItemParts.complete`` reads the rest back."""
+    wanted = dict.fromkeys(("id", "source", "group", *group_cols, *WHERE, POS))
+    return items.select([c for c in wanted if c in items.columns]).with_columns(reason=pl.lit(reason))
 
 
 def check_unique_ids(items: pl.DataFrame) -> None:
@@ -374,10 +384,8 @@ def union_sources(parts: Sequence[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[p
         if seen is not None and items.height:
             dup = items["id"].is_in(seen.implode())
             if dup.any():
-                group_cols = [c for c in items.columns if c in skipped[0].columns and c not in SKIPPED_SCHEMA]
-                skipped.append(items.filter(dup).select(
-                    "id", "source", "group", *group_cols, *where_columns(items),
-                ).with_columns(reason=pl.lit("duplicate_id")))
+                group_cols = [c for c in skipped[0].columns if c not in SKIPPED_SCHEMA]
+                skipped.append(as_skipped(items.filter(dup), group_cols, "duplicate_id"))
                 items = items.filter(~dup)
         kept.append(items)
         seen = items["id"] if seen is None else pl.concat([seen, items["id"]])

@@ -23,8 +23,7 @@ from curation.embed import Embedder, EmbeddingCache, TabularEncoder
 from curation.embed.cache import key_hashes
 from curation.exceptions import DataError
 from curation.ingest import (
-    ROW_COL,
-    SKIPPED_SCHEMA,
+    POS,
     WHERE,
     SchemaGuard,
     combine,
@@ -54,11 +53,6 @@ MapChunks = Callable[[list[list[str]]], Iterator[np.ndarray]]
 
 
 # ---------------------------------------------------------------------------------------- ingest
-#: The row position column of an items key frame (:class:`ItemParts`): the row's place in the
-#: order the items were written, across sources.
-POS = "__pos"
-
-
 def arrow_views(frame: pl.DataFrame) -> pa.Table:
     """``frame`` as Arrow without copying its strings: polars' string views as Arrow
     ``string_view`` (the default conversion copies every string into a new buffer: 1M short-text
@@ -71,20 +65,20 @@ def arrow_views(frame: pl.DataFrame) -> pa.Table:
     return table
 
 
-#: Stage file columns whose values are (nearly) all distinct: a dictionary would only cost time
-#: (pyarrow tries one per column chunk until it outgrows a page; 1M row numbers: 37 ms against 11).
-DISTINCT_COLUMNS = ("id", "__text", ROW_COL, POS)
-
-
 def stage_writer(path: Path, schema: pa.Schema) -> Any:
     """A Parquet writer for a stage's items: uncompressed and without column statistics (a
     local file read soon and whole, never filtered by statistics; zstd would make writing it
-    most of the ingest stage), dictionary-encoded but for :data:`DISTINCT_COLUMNS`, and encoding
-    64k values at a time rather than pyarrow's 1,024 (1M short-text items: 0.13 -> 0.12 s)."""
+    most of the ingest stage), a dictionary only for what already is one (a categorical such
+    as the location's file name), and encoding 64k values at a time rather than pyarrow's
+    1,024. Dictionary-encoding a string column hashes every value, and for a column of distinct
+    values (ids, texts, most of a source's own text fields) pyarrow gives up after a page; at
+    1M short-text items with four low-cardinality string columns, writing without them took
+    0.11 s against 0.16 s for a file 40% larger (93 MB against 66 MB; a cache entry, not the
+    published version, which is compressed)."""
     import pyarrow.parquet as pq
 
     return pq.ParquetWriter(path, schema, compression="none", write_statistics=False,
-                            use_dictionary=[n for n in schema.names if n not in DISTINCT_COLUMNS],
+                            use_dictionary=[f.name for f in schema if pa.types.is_dictionary(f.type)],
                             write_batch_size=65_536)
 
 
@@ -95,10 +89,13 @@ class ItemParts:
     the GIL, so writing can overlap normalising the next batch; on 2 busy cores the two share
     them and 1M short texts take ~0.27 s either way: what this saves is memory, 10M rows'
     ingest peak 1.96 -> 0.96 GB); batches with the same columns and types share a file, a row
-    group each. What the id rules and the held-out split need stays in
-    memory as a narrow **key frame** per batch (:meth:`add`): the id, source, group, label,
-    group columns and location (string columns but the id as categoricals), plus :data:`POS`,
-    the row's position in write order.
+    group each. What the id rules need stays in memory as a narrow **key frame** per batch
+    (:meth:`add`): the id, the source (categorical) and :data:`POS`, the row's position in write
+    order. The few other columns something else reads are read back from the files by position:
+    the held-out split's strata (:meth:`with_columns`) and a skipped duplicate's group and
+    location (:meth:`complete`). At 10M rows the key frame is ~0.25 GB; holding the group,
+    label and location columns too (as categoricals) doubled it, and casting them was 45 ms
+    of a 1M-row ingest's ~0.3 s.
 
     :meth:`finish` writes ``items.parquet`` (the rows kept, in order) and optionally the
     held-out rows' file, with the columns and types of ``pl.concat(batches,
@@ -124,9 +121,9 @@ class ItemParts:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add(self, items: pl.DataFrame, key_columns: Sequence[str]) -> pl.DataFrame:
-        """Queue ``items`` for writing; returns its key frame (``key_columns`` present in it,
-        and :data:`POS`)."""
+    def add(self, items: pl.DataFrame, source: str) -> pl.DataFrame:
+        """Queue ``items`` (all from ``source``) for writing; returns its key frame: ``id``,
+        ``source`` and :data:`POS`."""
         schema = dict(items.schema)
         if not self.schemas or self.schemas[-1] != schema:
             self.schemas.append(schema)  # an empty batch's columns are the items' columns too
@@ -139,12 +136,10 @@ class ItemParts:
                 self.parts.append((path, schema))
             writer = self._writer
             self._submit(lambda: writer.write_table(arrow_views(items)))
-        # text keys other than the id as categoricals: 4 bytes a row, not a 16-byte string view
-        # (10M rows, source, group and one group column: the stage's peak 1.2 -> 0.96 GB);
-        # a skipped row made from them is concatenated with string rows and is a string again
-        keys = items.lazy().select([c for c in key_columns if c in schema]).with_columns(
-            pl.col(pl.String).exclude("id").cast(pl.Categorical),
-            pl.int_range(self.rows, self.rows + items.height, dtype=pl.Int64).alias(POS)).collect()
+        # the source as a categorical made from its one name (no per-row work, 4 bytes a row; a
+        # skipped row concatenated with string rows is a string again)
+        keys = pl.DataFrame([items["id"], pl.repeat(source, items.height, dtype=pl.Categorical, eager=True).alias("source"),
+                             pl.int_range(self.rows, self.rows + items.height, dtype=pl.Int64, eager=True).alias(POS)])
         self.rows += items.height
         return keys
 
@@ -173,12 +168,10 @@ class ItemParts:
                held: np.ndarray | None = None, held_path: Path | None = None) -> None:
         """Write the kept rows (positions ``keep``, sorted; None: all) to ``items_path`` and the
         rows at positions ``held`` (sorted) to ``held_path``; removes the part files."""
-        import pyarrow.parquet as pq
-
         self._drain()
         if not self.parts:
             raise ValueError("no items were written")
-        union = dict(pl.concat([pl.DataFrame(schema=s) for s in self.schemas], how="diagonal_relaxed").schema)
+        union = self._union()
         everything = keep is None or len(keep) == self.rows
         if everything and held is None and len(self.parts) == 1 and self.parts[0][1] == union:
             os.replace(self.parts[0][0], items_path)
@@ -196,19 +189,13 @@ class ItemParts:
             writers[out].write_table(table)
 
         try:
-            at = 0
-            for path, _ in self.parts:
-                f = pq.ParquetFile(path)
-                for g in range(f.num_row_groups):
-                    block = pl.from_arrow(f.read_row_group(g))
-                    assert isinstance(block, pl.DataFrame)
-                    block = block.select([pl.col(c).cast(t) if c in block.columns else pl.lit(None, t).alias(c)
-                                          for c, t in union.items()])
-                    for out, mask in masks:
-                        part = block.filter(pl.Series(mask[at:at + block.height]))
-                        if part.height:
-                            write(out, part)
-                    at += block.height
+            for at, block in self._blocks():
+                block = block.select([pl.col(c).cast(t) if c in block.columns else pl.lit(None, t).alias(c)
+                                      for c, t in union.items()])
+                for out, mask in masks:
+                    part = block.filter(pl.Series(mask[at:at + block.height]))
+                    if part.height:
+                        write(out, part)
             for out, _ in masks:
                 if out not in writers:  # no rows: the columns alone
                     write(out, pl.DataFrame(schema=union))
@@ -218,6 +205,66 @@ class ItemParts:
         for path, _ in self.parts:
             path.unlink()
         self.parts = []
+
+    def with_columns(self, keys: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+        """``keys`` (a key frame, or rows of one, in :data:`POS` order) with those of
+        ``columns`` that were written, read back at their positions (string columns as
+        categoricals: the held-out split reads group and label of every row). Call after the
+        last :meth:`add`."""
+        found = self._read(keys[POS].to_numpy(), columns, categorical=True)
+        return keys.with_columns(found.drop(POS))
+
+    def complete(self, skipped: pl.DataFrame) -> pl.DataFrame:
+        """``skipped`` without its :data:`POS` column: a row made from a key frame (a duplicate
+        id or content, a copy of a reference row) gets its other columns (group, the group
+        columns, location) read back from what was written. Call after the last :meth:`add`."""
+        if POS not in skipped.columns:
+            return skipped
+        at = skipped[POS].drop_nulls()
+        fill = [c for c in skipped.columns if c not in ("id", "source", "reason", POS)]
+        if at.is_empty() or not fill:
+            return skipped.drop(POS)
+        found = self._read(np.unique(at.to_numpy()), fill)
+        joined = skipped.join(found, on=POS, how="left", suffix="\x00found", maintain_order="left")
+        return joined.select([pl.coalesce(c, f"{c}\x00found").alias(c) if f"{c}\x00found" in joined.columns
+                              else pl.col(c) for c in skipped.columns if c != POS])
+
+    def _read(self, positions: np.ndarray, columns: Sequence[str], *, categorical: bool = False) -> pl.DataFrame:
+        """The rows at ``positions`` (sorted, distinct) with :data:`POS` and those of ``columns``
+        each part has (missing ones null), in position order."""
+        self._drain()
+        mask = self._mask(positions)
+        parts = []
+        for at, block in self._blocks(columns, index=True):
+            block = block.filter(pl.Series(mask[at:at + block.height]))
+            if categorical:
+                block = block.with_columns(pl.col(pl.String).cast(pl.Categorical))
+            parts.append(block)
+        union = self._union()
+        empty = pl.DataFrame(schema={POS: pl.Int64, **{c: union[c] for c in columns if c in union}})
+        return pl.concat([empty, *parts], how="diagonal_relaxed")
+
+    def _union(self) -> dict[str, pl.DataType]:
+        """The columns and types of ``pl.concat(batches, how="diagonal_relaxed")``."""
+        return dict(pl.concat([pl.DataFrame(schema=s) for s in self.schemas], how="diagonal_relaxed").schema)
+
+    def _blocks(self, columns: Sequence[str] | None = None, *,
+                index: bool = False) -> Iterator[tuple[int, pl.DataFrame]]:
+        """(position of its first row, rows) of each row group written, in order: every column,
+        or those of ``columns`` its file has; with ``index``, :data:`POS` first."""
+        import pyarrow.parquet as pq
+
+        at = 0
+        for path, schema in self.parts:
+            f = pq.ParquetFile(path)
+            names = None if columns is None else [c for c in columns if c in schema]
+            for g in range(f.num_row_groups):
+                n = f.metadata.row_group(g).num_rows
+                table = f.read_row_group(g, columns=names)
+                block = pl.DataFrame([pl.int_range(at, at + n, dtype=pl.Int64, eager=True).alias(POS)] if index else [])
+                block = pl.concat([block, pl.from_arrow(table)], how="horizontal") if table.num_columns else block
+                yield at, block
+                at += n
 
     def _mask(self, positions: np.ndarray | None) -> np.ndarray:
         mask = np.zeros(self.rows, dtype=bool)
@@ -232,7 +279,7 @@ def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Seque
     a source's duplicate content dropped or its duplicate ids refused (:func:`combine`).
 
     With a ``sink``, each batch's items are written to it as they come and the first element
-    is their key frame (:meth:`ItemParts.add`): what the id rules and the held-out split read.
+    is their key frame (:meth:`ItemParts.add`): what the id rules read.
 
     Raises:
         DataError: the source yields no rows, or no usable row.
@@ -245,11 +292,7 @@ def read_source(batches: Iterable[pa.Table], source: SourceConfig, groups: Seque
             total += table.num_rows
             items, skipped = normalize_batch(table, source, groups, guard)
             if sink is not None:
-                # the columns a skipped row or the held-out split reads (the group columns are
-                # the ones a skipped row carries beyond the fixed ones)
-                keys = ["id", "source", "group", "__label", *where_columns(items),
-                        *[c for c in skipped.columns if c not in SKIPPED_SCHEMA]]
-                items = sink.add(items, keys)
+                items = sink.add(items, source.name)
             parts.append((items, skipped))
             bar(table.num_rows)
     if total == 0:

@@ -209,10 +209,12 @@ def _written_to_disk(tmp_path, sources, groups, *, fraction=None, reference=None
         keys, skipped = merge_sources([read_source(iter(batches), s, groups, sink=sink) for s, batches in sources])
         held = None
         if fraction is not None:
-            keys, held = holdout.split_fraction(keys, fraction, rng=np.random.default_rng(3))
+            keys, held = holdout.split_fraction(sink.with_columns(keys, holdout.STRATA), fraction,
+                                                rng=np.random.default_rng(3))
         elif reference is not None:
             keys, dropped = holdout.drop_overlap(keys, reference)
-            skipped = pl.concat([skipped, dropped.drop(POS)], how="diagonal_relaxed")
+            skipped = pl.concat([skipped, dropped], how="diagonal_relaxed")
+        skipped = sink.complete(skipped)
         sink.finish(tmp_path / "items.parquet", keys[POS].to_numpy(),
                     None if held is None else held[POS].to_numpy(), tmp_path / "reference.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["items.parquet"] + (["reference.parquet"] if held is not None
@@ -283,3 +285,31 @@ def test_items_of_one_schema_kept_whole_are_the_part_file_itself(tmp_path):
     assert got.equals(items)
     import pyarrow.parquet as pq
     assert pq.ParquetFile(tmp_path / "items.parquet").num_row_groups == 3  # a row group per batch, as written
+
+
+def test_the_key_frame_holds_only_the_id_the_source_and_the_write_position(tmp_path):
+    """What ingest keeps in memory per row is the id, the source (a categorical) and the
+    position; the group, label and location stay in the files and are read back by position."""
+    from curation.pipeline import POS, ItemParts
+
+    sources = _tricky_sources()
+    with ItemParts(tmp_path) as sink:
+        keys, _ = read_source(iter(sources[1][1]), sources[1][0], ["lang"], sink=sink)
+        assert dict(keys.schema) == {"id": pl.String, "source": pl.Categorical, POS: pl.Int64}
+        assert keys[POS].to_list() == [0, 1, 2]
+        back = sink.with_columns(keys.slice(1, 2), ["group", "__label", "missing"])
+        assert back["group"].cast(pl.String).to_list() == ["en", "de"] and back["__label"].to_list() == [0.0, 1.0]
+        assert "missing" not in back.columns
+
+
+def test_stage_files_dictionary_encode_only_the_categorical_columns(tmp_path):
+    """Low-cardinality strings are written plain (a dictionary hashes every value: 1M short-text
+    items 0.16 -> 0.11 s); the location's file name, already a dictionary, stays one."""
+    import pyarrow.parquet as pq
+
+    items, _, _ = _written_to_disk(tmp_path, _tricky_sources()[1:], ["lang"])
+    meta = pq.ParquetFile(tmp_path / "items.parquet").metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema: meta.column(i).encodings for i in range(meta.num_columns)}
+    assert not any("DICTIONARY" in e for e in encodings["lang"] + encodings["group"])
+    assert any("DICTIONARY" in e for e in encodings[UNIT_COL])
+    assert items["lang"].to_list() == ["en", "en", "de"]
