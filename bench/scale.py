@@ -1,7 +1,8 @@
 """How the build scales with the pool: per-stage wall time and peak memory against raw components.
 
     .venv/bin/python bench/scale.py [--sizes 100000 1000000] [--models hashing static-minilm] [--cli-size 100000]
-        [--rebuild-size 10000] [--value-size 1000000] [--validation 10000]
+        [--rebuild-size 10000] [--value-size 1000000] [--validation 10000] [--ingest-size 1000000]
+        [--ingest-pairs 7]
 
 For each pool size n (synthetic short texts: 8 words of a 2,000-word vocabulary plus a
 serial number, so every text is distinct) and each embedder, in one run:
@@ -24,6 +25,9 @@ serial number, so every text is distinct) and each embedder, in one run:
   **cached rebuild** (``curate build --force`` over a finished build of ``--rebuild-size``
   rows: every stage reused) in process and with ``--prefect``, whose wall time beyond its stage
   work is the fixed cost, and the temporary Prefect server's start-up measured on its own;
+* **the ingest stage alone against a plain read** at ``--ingest-size``: ``--ingest-pairs``
+  interleaved pairs, each the first work of a fresh process, medians compared (one 0.3 s stage
+  is too noisy on a shared machine to judge a ratio by);
 * **truncated KNN-Shapley** (ε = 0.01) of ``--value-size`` rows against ``--validation``
   held-out rows through the library build (the value stage reading the memory-mapped vectors),
   against ``knn_shapley`` alone on the same vectors.
@@ -302,6 +306,29 @@ def cli_rows(n: int, rebuild: int, models: list[str], tmp: Path) -> tuple[list[d
     return rows, prefect_s
 
 
+def ingest_rows(n: int, reps: int, tmp: Path) -> list[dict]:
+    """The ingest stage alone against a plain polars read of the same file, each the first work
+    of a fresh process, ``reps`` pairs interleaved (a single 0.3 s stage on a shared 2-core VM
+    varies by +-20% from run to run; the medians' ratio is the comparison)."""
+    if not n or not reps:
+        return []
+    pool = pool_of(n, tmp)
+    code = ("import json, sys, curation; from curation.builder import Builder; from curation.recipe import Recipe; "
+            "print(Builder(Recipe.model_validate(json.loads(sys.argv[1]))).ingest().seconds)")
+    load0 = os.getloadavg()[0]
+    stage, read = [], []
+    for i in range(reps):
+        r = recipe(pool, tmp / f"ingest-{n}-{i}", "hashing")
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(r)], capture_output=True, text=True, check=True)
+        stage.append(float(out.stdout.split()[-1]))
+        read.append(cold_read(pool))
+    row = {"n": n, "pairs": reps, "ingest_s": f"{np.median(stage):.3f} ({min(stage):.3f}-{max(stage):.3f})",
+           "read_s": f"{np.median(read):.3f} ({min(read):.3f}-{max(read):.3f})",
+           "ingest/read": round(float(np.median(stage) / np.median(read)), 2), "load": load_since(load0)}
+    print(row, flush=True)
+    return [row]
+
+
 def value_rows(n: int, validation: int, tmp: Path) -> list[dict]:
     """Truncated KNN-Shapley of ``n`` rows through the library build, against the function alone."""
     if not n:
@@ -329,7 +356,8 @@ def command(args: argparse.Namespace) -> str:
     """The run's arguments, defaults included, as a command line that repeats it."""
     return (f"--sizes {' '.join(map(str, args.sizes))} --models {' '.join(args.models)} "
             f"--floors-max {args.floors_max} --cli-size {args.cli_size} --rebuild-size {args.rebuild_size} "
-            f"--value-size {args.value_size} --validation {args.validation}"
+            f"--value-size {args.value_size} --validation {args.validation} "
+            f"--ingest-size {args.ingest_size} --ingest-pairs {args.ingest_pairs}"
             + ("" if Path(args.out) == ROOT / "bench/results/scale.md" else f" --out {args.out}"))
 
 
@@ -343,6 +371,9 @@ def main() -> None:
                     "(0: skip)")
     ap.add_argument("--value-size", type=int, default=1_000_000, help="pool valued by KNN-Shapley (0: skip)")
     ap.add_argument("--validation", type=int, default=10_000, help="held-out rows of that valuation")
+    ap.add_argument("--ingest-size", type=int, default=1_000_000, help="pool of the ingest-against-read pairs "
+                    "(0: skip)")
+    ap.add_argument("--ingest-pairs", type=int, default=7, help="interleaved (ingest, read) fresh-process pairs")
     ap.add_argument("--out", default=str(ROOT / "bench/results/scale.md"))
     args = ap.parse_args()
 
@@ -351,6 +382,7 @@ def main() -> None:
         rows = stage_rows(args.sizes, args.models, args.floors_max, tmp)
         cli, prefect_s = cli_rows(args.cli_size, args.rebuild_size, args.models, tmp)
         value = value_rows(args.value_size, args.validation, tmp)
+        ingest = ingest_rows(args.ingest_size, args.ingest_pairs, tmp)
 
     text = (f"# Scale: stages against raw components\n\n"
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
@@ -376,6 +408,12 @@ def main() -> None:
                  "(included in the `temporary server` rows; the `running server` rows talk to a server started "
                  "beforehand through PREFECT_API_URL; `in process` runs no Prefect at all); "
                  "Ray is not started for these light embedders on one machine (`ray_actors: 0`).\n")
+    if ingest:
+        text += ("\n## Ingest against a plain read\n\n" + table(ingest) +
+                 f"\n\nThe ingest stage alone (`Builder.ingest`, the {args.ingest_size:,}-row pool, a fresh output "
+                 "root) and "
+                 "`pl.read_parquet` of the same file, each as the first work of a fresh process, in interleaved "
+                 "pairs: median (min-max) seconds, and the medians' ratio. Target (issue): <= 3.\n")
     if value:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +
                  "\n\nvalue_s: the build's value stage (library build, serial: the pool's 262,144-row shards one after another); "
