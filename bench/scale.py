@@ -27,7 +27,7 @@ serial number, so every text is distinct) and each embedder, in one run:
   work is the fixed cost, and the temporary Prefect server's start-up measured on its own;
 * **the ingest stage alone against a plain read** at ``--ingest-size``: ``--ingest-pairs``
   interleaved pairs, each the first work of a fresh process, medians compared (one 0.3 s stage
-  is too noisy on a shared machine to judge a ratio by);
+  is too noisy on a shared machine to judge a ratio by); measured first, before the builds;
 * **truncated KNN-Shapley** (ε = 0.01) of ``--value-size`` rows against ``--validation``
   held-out rows through the library build (the value stage reading the memory-mapped vectors),
   against ``knn_shapley`` alone on the same vectors.
@@ -208,8 +208,10 @@ def cold_read(pool: Path) -> float:
     pages (1M rows here: 0.06-0.075 s warm against 0.09-0.12 s cold)."""
     code = ("import sys, time, polars as pl; t = time.perf_counter(); pl.read_parquet(sys.argv[1]); "
             "print(time.perf_counter() - t)")
+    # polars' own allocator settings, as a user's plain read gets them (not curation's)
+    env = {k: v for k, v in os.environ.items() if k not in ("_RJEM_MALLOC_CONF", "ARROW_DEFAULT_MEMORY_POOL")}
     return float(subprocess.run([sys.executable, "-c", code, str(pool)], capture_output=True, text=True,
-                                check=True).stdout)
+                                check=True, env=env).stdout)
 
 
 def pool_of(n: int, tmp: Path) -> Path:
@@ -313,6 +315,7 @@ def ingest_rows(n: int, reps: int, tmp: Path) -> list[dict]:
     if not n or not reps:
         return []
     pool = pool_of(n, tmp)
+    os.sync()  # nothing of an earlier run's write-back in these 0.3 s measurements
     code = ("import json, sys, curation; from curation.builder import Builder; from curation.recipe import Recipe; "
             "print(Builder(Recipe.model_validate(json.loads(sys.argv[1]))).ingest().seconds)")
     load0 = os.getloadavg()[0]
@@ -379,10 +382,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        # first: right after a build has churned GBs, the same pairs run ~1.4x slower for a while
+        # (page faults cost more while the kernel is still reclaiming; 0.40 s against 0.27-0.31)
+        ingest = ingest_rows(args.ingest_size, args.ingest_pairs, tmp)
         rows = stage_rows(args.sizes, args.models, args.floors_max, tmp)
         cli, prefect_s = cli_rows(args.cli_size, args.rebuild_size, args.models, tmp)
         value = value_rows(args.value_size, args.validation, tmp)
-        ingest = ingest_rows(args.ingest_size, args.ingest_pairs, tmp)
 
     text = (f"# Scale: stages against raw components\n\n"
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
@@ -412,8 +417,10 @@ def main() -> None:
         text += ("\n## Ingest against a plain read\n\n" + table(ingest) +
                  f"\n\nThe ingest stage alone (`Builder.ingest`, the {args.ingest_size:,}-row pool, a fresh output "
                  "root) and "
-                 "`pl.read_parquet` of the same file, each as the first work of a fresh process, in interleaved "
-                 "pairs: median (min-max) seconds, and the medians' ratio. Target (issue): <= 3.\n")
+                 "`pl.read_parquet` of the same file (with polars' own allocator settings), each as the first work "
+                 "of a fresh process, in interleaved pairs, before any build of this run (right after a 1M build the "
+                 "same pairs ran ~1.4x slower for a while: page faults cost more while the kernel reclaims): "
+                 "median (min-max) seconds, and the medians' ratio. Target (issue): <= 3.\n")
     if value:
         text += ("\n## Truncated KNN-Shapley through the build\n\n" + table(value) +
                  "\n\nvalue_s: the build's value stage (library build, serial: the pool's 262,144-row shards one after another); "

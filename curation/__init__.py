@@ -7,11 +7,16 @@ version in this process; ``flows/`` runs the same stages as a Prefect flow with 
 
 import os
 
-# Hand freed memory back to the OS at once. polars' jemalloc keeps freed pages for ~10 s and
-# pyarrow's mimalloc keeps its own, so one stage's garbage would still count when the next stage
-# peaks (at 1M items: 1.4 GB instead of 1.0 GB of driver peak; bench/scale.py). Read when polars
-# and pyarrow load, so only if curation is imported first; a user's own setting wins.
-os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+# Freed memory goes back to the OS within about a second, not kept for the next stage to count:
+# polars' jemalloc returns dirty pages after 1 s and skips the muzzy state it would keep them in
+# for another second (polars' own default), and pyarrow uses the system allocator instead of
+# mimalloc, which keeps its own (keeping them, a 1M-item build's driver peaked at 1.4 GB instead
+# of 1.0 GB on 2026-12-02). Returning every page at once (dirty_decay_ms:0) made each reuse a page fault: half of
+# a 1M-row ingest's CPU was the kernel's (87k faults, 0.25-0.29 s of system time, against 48k and
+# 0.15 s now; ingest 0.35-0.39 -> 0.25-0.33 s), with the same stage peaks at 1M and 10M
+# (bench/results/scale.md, scale-10m.md). Read when polars and pyarrow load, so only if curation
+# is imported first; a user's own setting wins.
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:1000,muzzy_decay_ms:0")
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 from curation.exceptions import CurationError, DataError, InvalidParameterError, RecipeError  # noqa: E402

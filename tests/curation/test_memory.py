@@ -160,3 +160,17 @@ def test_write_rows_through_the_file_equals_assignment_and_leaves_nothing_reside
     plain = np.zeros((20_000, 384), np.float32)
     write_rows(plain, positions, rows[: len(positions)])  # not memory-mapped: plain assignment
     np.testing.assert_array_equal(plain, expected)
+
+
+def test_importing_curation_first_sets_the_allocators_decay_unless_the_user_did():
+    """polars' jemalloc returns freed pages after a second (at once, every reuse was a page
+    fault: half of a 1M-row ingest's CPU), pyarrow uses the system allocator; a user's own
+    setting is kept (polars appends it after its defaults, so it wins)."""
+    code = "import os, curation, polars; print(os.environ['_RJEM_MALLOC_CONF']); print(os.environ['ARROW_DEFAULT_MEMORY_POOL'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("_RJEM_MALLOC_CONF", "ARROW_DEFAULT_MEMORY_POOL")}
+    conf, pool = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                check=True).stdout.split()
+    assert conf.endswith("dirty_decay_ms:1000,muzzy_decay_ms:0") and pool == "system"
+    mine = subprocess.run([sys.executable, "-c", code], env={**env, "_RJEM_MALLOC_CONF": "dirty_decay_ms:7"},
+                          capture_output=True, text=True, check=True).stdout.split()[0]
+    assert mine.endswith("dirty_decay_ms:7") and "dirty_decay_ms:1000" not in mine
