@@ -8,12 +8,12 @@ version in this process; ``flows/`` runs the same stages as a Prefect flow with 
 import os
 
 # Freed memory goes back to the OS within about a second, not kept for the next stage to count:
-# polars' jemalloc returns dirty pages after 1 s and skips the muzzy state it would keep them in
-# for another second (polars' own default), and pyarrow uses the system allocator instead of
-# mimalloc, which keeps its own (keeping them, a 1M-item build's driver peaked at 1.4 GB instead
-# of 1.0 GB on 2026-12-02). Returning every page at once (dirty_decay_ms:0) made each reuse a page fault: half of
-# a 1M-row ingest's CPU was the kernel's (87k faults, 0.25-0.29 s of system time, against 48k and
-# 0.15 s now; ingest 0.35-0.39 -> 0.25-0.33 s), with the same stage peaks at 1M and 10M
+# polars' jemalloc returns dirty pages after 1 s and does not hold them a second more as muzzy
+# pages (polars' own default does), and pyarrow uses the system allocator instead of mimalloc,
+# which keeps its own (keeping them, a 1M-item build's driver peaked at 1.4 GB instead of 1.0 GB
+# on 2026-12-02). Returning every page at once (dirty_decay_ms:0) made each reuse a page fault:
+# half of a 1M-row ingest's CPU was the kernel's (87k faults, 0.25-0.29 s of system time, against
+# 48k and 0.15 s now; ingest 0.35-0.39 -> 0.25-0.33 s), with the same stage peaks at 1M and 10M
 # (bench/results/scale.md, scale-10m.md). Read when polars and pyarrow load, so only if curation
 # is imported first; a user's own setting wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:1000,muzzy_decay_ms:0")

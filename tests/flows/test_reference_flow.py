@@ -86,6 +86,10 @@ def test_reference_file_with_knn_shapley_drops_duplicates_of_reference_rows(tmp_
     assert report.filter((pl.col("status") == "skipped")
                          & (pl.col("reason_code") == "skipped_duplicate_of_reference")).height == 30
     assert report.filter(pl.col("reason") == "skipped: duplicate_of_reference").height == 30  # the human text as before
+    # a dropped row's group and location are read back from the stage's files (ItemParts.complete)
+    dropped = report.filter(pl.col("reason_code") == "skipped_duplicate_of_reference")
+    assert sorted(dropped["group"].to_list()) == sorted(pool.head(30)["sex"].to_list())
+    assert dropped["location"].null_count() == 0 and dropped["location"].str.starts_with("people.csv:").all()
     assert report.filter(pl.col("selected")).height == 100
     manifest = json.loads((version / "manifest.json").read_text())
     assert manifest["counts"] == {**manifest["counts"], "pool": n - 30, "reference": 31, "skipped": 30}
